@@ -1,0 +1,359 @@
+"""Pack precomputed features into e2espk corpus files (what data_prep.py runs).
+
+The pipeline is: open every stream's sources -> join them by utterance id -> attach speakers ->
+drop speakers with too few recordings -> split train/valid deterministically -> stream the
+utterances one at a time through validation into the writers. Only ids and frame counts are
+held in memory, never the features of more than one utterance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from e2espk.config import option
+from e2espk.data import validation
+from e2espk.data.corpus import COMPRESSIONS, HANDCRAFTED_KIND, PTM_KIND, CorpusWriter, StreamSpec
+from e2espk.data.sources import (
+    FeatureSource,
+    open_source,
+    read_speaker_map,
+    speaker_map_of_kaldi_dir,
+)
+from e2espk.data.splits import SPLITTERS, filter_min_recordings
+from e2espk.errors import ConfigError, InputDataError, preview
+from e2espk.fileio import write_json_atomic
+
+LOG = logging.getLogger(__name__)
+DEFAULT_FRAME_RATES = {PTM_KIND: 50.0}  # every other stream: 100 Hz (10 ms hop)
+
+
+@dataclasses.dataclass
+class PackConfig:
+    """Options of data_prep.py. Each stream may come from its own sources, joined by utterance id."""
+
+    ptm: list[str] = option(
+        default_factory=list,
+        help="sources of PTM hidden states [frames, layers, dims] (or pooled [layers, dims]): Kaldi dir, .scp, .pt dict, directory or manifest of per-utterance files; prefix kind: to force a reader",
+    )
+    mfbe: list[str] = option(
+        default_factory=list, help="sources of log-mel filterbank energies [frames, 80]"
+    )
+    mfcc: list[str] = option(default_factory=list, help="sources of MFCCs [frames, 40]")
+    pitch: list[str] = option(
+        default_factory=list, help="sources of pitch/F0 [frames] or [frames, k]"
+    )
+    stream: list[str] = option(
+        default_factory=list, help="other handcrafted streams as NAME=SOURCE"
+    )
+    path_to_data: list[str] = option(
+        default_factory=list,
+        help="Kaldi data dirs whose feats.scp feed --kaldi-stream and whose utt2spk give speakers",
+    )
+    more_data: list[str] = option(
+        default_factory=list, help="more Kaldi data dirs merged with --path-to-data"
+    )
+    kaldi_stream: str = option(
+        "mfbe", help="stream that the feats.scp of --path-to-data/--more-data fills"
+    )
+    utt2spk: list[str] = option(
+        default_factory=list,
+        help="speaker maps: utt2spk, spk2utt or a .pt dict {utt: spk}; default: those of the Kaldi dirs",
+    )
+    speaker_from_id: str | None = option(
+        None,
+        help="take the speaker as the part of the utterance id before this separator (e.g. '/' for VoxCeleb ids)",
+    )
+    ptm_layers: str | None = option(
+        None, help="PTM layers to keep, e.g. '0,3,6-12' (indices into the stored layer axis)"
+    )
+    ptm_layout: str = option(
+        "TLD",
+        choices=["TLD", "LTD"],
+        help="axis order of PTM arrays: frames-layers-dims or layers-frames-dims",
+    )
+    ptm_model: str | None = option(
+        None, help="name of the pre-trained model (recorded in the file)"
+    )
+    ptm_dtype: str = option(
+        "float16", choices=["float16", "float32"], help="stored dtype of the PTM stream"
+    )
+    frame_rate: list[str] = option(
+        default_factory=list, help="NAME=HZ frame rates (default: ptm 50, others 100)"
+    )
+    duration_tolerance: float | None = option(
+        None,
+        help="largest allowed difference in seconds between the durations of an utterance's streams (default: 2 frames of the slowest stream)",
+    )
+    drop_incomplete: bool = option(
+        False, help="drop utterances missing from some stream instead of failing"
+    )
+    skip_bad: bool = option(
+        False,
+        help="skip (and report) utterances with NaN/Inf, empty or inconsistent features instead of failing",
+    )
+    min_recordings: int = option(1, help="drop speakers with fewer utterances than this")
+    split_by: str = option(
+        "none",
+        choices=SPLITTERS.names(),
+        help="write a train and a valid file split by held-out speakers or utterances",
+    )
+    valid_size: float = option(
+        0.1,
+        help="held-out share: a fraction (<1) or a count (>=1) of speakers, or of each speaker's utterances",
+    )
+    seed: int = option(0, help="seed of the split")
+    out_path: str = option(".", help="output directory")
+    out_name: str = option(
+        "corpus", help="output file stem: NAME.hdf, or NAME_train.hdf and NAME_valid.hdf"
+    )
+    compression: str = option("none", choices=list(COMPRESSIONS), help="HDF5 compression filter")
+    compression_level: int = option(4, help="gzip level 1-9")
+    chunk_seconds: float = option(
+        0.5, help="seconds of frames per HDF5 chunk (random crops read about this granularity)"
+    )
+    overwrite: bool = option(False, help="replace existing output files")
+    progress: bool = option(True, help="show a progress bar")
+
+    def stream_sources(self) -> dict[str, list[str]]:
+        """Stream name -> source specs, from every flag that names sources."""
+        streams: dict[str, list[str]] = {}
+        for name in (PTM_KIND, "mfbe", "mfcc", "pitch"):
+            if getattr(self, name):
+                streams[name] = list(getattr(self, name))
+        for item in self.stream:
+            name, sep, source = item.partition("=")
+            if not sep or not name or not source:
+                raise ConfigError(f"--stream expects NAME=SOURCE, got {item!r}")
+            streams.setdefault(name, []).append(source)
+        kaldi_dirs = [*self.path_to_data, *self.more_data]
+        if kaldi_dirs:
+            streams.setdefault(self.kaldi_stream, []).extend(f"kaldi:{d}" for d in kaldi_dirs)
+        canonical = [PTM_KIND, "mfbe", "mfcc", "pitch"]
+        streams = dict(
+            sorted(
+                streams.items(),
+                key=lambda item: (canonical.index(item[0]) if item[0] in canonical else 4, item[0]),
+            )
+        )
+        if not streams:
+            raise ConfigError(
+                "no feature sources given: use --ptm, --mfbe, --mfcc, --pitch, --stream or --path-to-data"
+            )
+        return streams
+
+    def frame_rates(self) -> dict[str, float]:
+        rates = dict(DEFAULT_FRAME_RATES)
+        for item in self.frame_rate:
+            name, _, value = item.partition("=")
+            try:
+                rates[name] = float(value)
+            except ValueError:
+                raise ConfigError(f"--frame-rate expects NAME=HZ, got {item!r}") from None
+        return rates
+
+
+@dataclasses.dataclass
+class PackReport:
+    """What a packing run did, saved as JSON beside the outputs."""
+
+    outputs: dict[str, str]
+    utterances: dict[str, int]
+    speakers: dict[str, int]
+    dropped_incomplete: int = 0
+    dropped_min_recordings: int = 0
+    skipped_bad: dict[str, str] = dataclasses.field(default_factory=dict)
+    streams: dict[str, dict] = dataclasses.field(default_factory=dict)
+
+
+def parse_layers(text: str | None) -> list[int] | None:
+    """'0,3,6-8' -> [0, 3, 6, 7, 8]."""
+    if not text:
+        return None
+    layers: list[int] = []
+    for part in text.split(","):
+        start, sep, stop = part.strip().partition("-")
+        try:
+            layers.extend(range(int(start), int(stop) + 1) if sep else [int(start)])
+        except ValueError:
+            raise ConfigError(f"--ptm-layers: cannot parse {part!r} in {text!r}") from None
+    if len(set(layers)) != len(layers):
+        raise ConfigError(f"--ptm-layers lists a layer twice: {text!r}")
+    return layers
+
+
+def open_streams(config: PackConfig) -> dict[str, dict[str, FeatureSource]]:
+    """Stream -> (utterance -> source), merging several sources of one stream."""
+    streams: dict[str, dict[str, FeatureSource]] = {}
+    for name, specs in config.stream_sources().items():
+        table: dict[str, FeatureSource] = {}
+        for spec in specs:
+            source = open_source(spec)
+            for utterance in source.ids():
+                if utterance in table:
+                    raise InputDataError(
+                        source.path,
+                        f"utterance {utterance!r} of stream {name!r} is also in {table[utterance].path}",
+                    )
+                table[utterance] = source
+        streams[name] = table
+    return streams
+
+
+def join_streams(
+    streams: Mapping[str, Mapping[str, FeatureSource]], drop_incomplete: bool
+) -> tuple[list[str], int]:
+    """Utterances present in every stream; fail (or drop) when some stream lacks some."""
+    every = set().union(*(table.keys() for table in streams.values()))
+    complete = set(every)
+    problems = []
+    for name, table in streams.items():
+        missing = every - table.keys()
+        complete -= missing
+        if missing:
+            problems.append(f"stream {name!r} lacks {preview(missing)}")
+    if problems and not drop_incomplete:
+        where = "; ".join(problems)
+        raise InputDataError(
+            "inputs",
+            f"utterances missing from some streams: {where}. Pass --drop-incomplete to drop them",
+        )
+    for problem in problems:
+        LOG.warning("dropping incomplete utterances: %s", problem)
+    return sorted(complete), len(every) - len(complete)
+
+
+def speaker_map(config: PackConfig, utterances: list[str]) -> dict[str, str]:
+    """utt -> speaker for every utterance; error listing those without a speaker."""
+    if config.speaker_from_id:
+        return {utt: utt.split(config.speaker_from_id, 1)[0] for utt in utterances}
+    maps = [Path(p) for p in config.utt2spk]
+    if not maps:
+        dirs = [Path(d) for d in [*config.path_to_data, *config.more_data]]
+        dirs += [
+            Path(s.split(":")[1] if s.startswith("kaldi:") else s)
+            for specs in config.stream_sources().values()
+            for s in specs
+        ]
+        maps = [m for d in dict.fromkeys(dirs) if d.is_dir() and (m := speaker_map_of_kaldi_dir(d))]
+    if not maps:
+        raise ConfigError(
+            "no speaker information: give --utt2spk, Kaldi data dirs with utt2spk, or --speaker-from-id"
+        )
+    mapping: dict[str, str] = {}
+    for path in maps:
+        mapping.update(read_speaker_map(path))
+    missing = [utt for utt in utterances if utt not in mapping]
+    if missing:
+        names = ", ".join(str(p) for p in maps)
+        raise InputDataError(names, f"no speaker for {preview(missing)} utterance(s)")
+    return {utt: mapping[utt] for utt in utterances}
+
+
+def stream_specs(
+    config: PackConfig, first: Mapping[str, np.ndarray], layers: list[int] | None
+) -> list[StreamSpec]:
+    """Describe each stream from its first (already reshaped) utterance and the options."""
+    rates = config.frame_rates()
+    specs = []
+    for name, array in first.items():
+        is_ptm = name == PTM_KIND
+        pooled = is_ptm and array.ndim == 2
+        rate = None if pooled else rates.get(name, 100.0)
+        chunk = 0 if rate is None else max(1, round(config.chunk_seconds * rate))
+        specs.append(
+            StreamSpec(
+                name=name,
+                kind=PTM_KIND if is_ptm else HANDCRAFTED_KIND,
+                dims=tuple(array.shape if pooled else array.shape[1:]),
+                dtype=config.ptm_dtype if is_ptm else "float32",
+                frame_rate_hz=rate,
+                layers=tuple(layers)
+                if is_ptm and layers
+                else (tuple(range(array.shape[-2])) if is_ptm else None),
+                model=config.ptm_model if is_ptm else None,
+                chunk_frames=chunk,
+            )
+        )
+    return specs
+
+
+def pack_corpus(config: PackConfig) -> PackReport:
+    """Run the whole packing pipeline and return its report (also saved as JSON)."""
+    layers = parse_layers(config.ptm_layers)
+    streams = open_streams(config)
+    utterances, n_incomplete = join_streams(streams, config.drop_incomplete)
+    if not utterances:
+        raise InputDataError("inputs", "no utterance is present in every stream")
+    speakers = speaker_map(config, utterances)
+    speakers, n_dropped = filter_min_recordings(speakers, config.min_recordings)
+    if not speakers:
+        raise InputDataError(
+            "inputs", f"no speaker has --min-recordings {config.min_recordings} utterances"
+        )
+    assignment = SPLITTERS.get(config.split_by)(speakers, config.valid_size, config.seed)
+    parts = sorted(set(assignment.values()))
+    out_dir = Path(config.out_path)
+    names = {
+        part: out_dir
+        / (f"{config.out_name}.hdf" if part == "all" else f"{config.out_name}_{part}.hdf")
+        for part in parts
+    }
+    for path in names.values():
+        if path.exists() and not config.overwrite:
+            raise InputDataError(path, "output exists; pass --overwrite to replace it")
+
+    ordered = sorted(speakers, key=lambda utt: (speakers[utt], utt))
+    reader = validation.UtteranceReader(streams, config.ptm_layout, layers)
+    first = reader.load(ordered[0])
+    specs = stream_specs(config, first, layers)
+    checker = validation.UtteranceChecker(specs, config.duration_tolerance)
+    writers = {
+        part: CorpusWriter(
+            path,
+            specs,
+            compression=config.compression,
+            compression_level=config.compression_level,
+            overwrite=config.overwrite,
+        )
+        for part, path in names.items()
+    }
+    report = PackReport(
+        outputs={p: str(n) for p, n in names.items()},
+        utterances={},
+        speakers={},
+        dropped_incomplete=n_incomplete,
+        dropped_min_recordings=n_dropped,
+        streams={s.name: s.to_json() for s in specs},
+    )
+    try:
+        for utterance in tqdm(ordered, desc="packing", unit="utt", disable=not config.progress):
+            arrays = first if utterance == ordered[0] else reader.load(utterance)
+            problem = checker.problem(arrays)
+            if problem:
+                if not config.skip_bad:
+                    raise InputDataError(
+                        reader.where(utterance, problem.stream),
+                        f"utterance {utterance!r}: {problem.message}. Pass --skip-bad to skip such utterances",
+                    )
+                report.skipped_bad[utterance] = f"{problem.stream}: {problem.message}"
+                continue
+            writers[assignment[utterance]].add(speakers[utterance], utterance, arrays)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    for part, writer in writers.items():
+        report.utterances[part] = writer.n_utterances
+        report.speakers[part] = writer.n_speakers
+        if not writer.n_utterances:
+            writer.abort()
+            raise InputDataError(names[part], "no utterance left to write after skipping bad ones")
+        writer.close()
+    write_json_atomic(out_dir / f"{config.out_name}.report.json", dataclasses.asdict(report))
+    return report

@@ -1,0 +1,1 @@
+"""Shared fixtures: tiny generated corpora in every input format the readers accept."""
