@@ -125,7 +125,8 @@ def parse_config(
         parser.set_defaults(**load_config_file(known.config, config_cls))
     namespace = parser.parse_args(argv)
     values = {
-        field.name: getattr(namespace, field.name) for field in dataclasses.fields(config_cls)
+        field.name: getattr(namespace, field.name)
+        for field in dataclasses.fields(config_cls)  # type: ignore[arg-type]
     }
     try:
         return config_cls(**values)

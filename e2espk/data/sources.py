@@ -45,7 +45,7 @@ class FeatureSource:
 
     def where(self, utterance: str) -> str:
         """Where an utterance comes from, for error messages."""
-        return f"{self.path} [{utterance}]"
+        return str(self.path)
 
 
 SOURCES: Registry[Callable[[Path, str | None], FeatureSource]] = Registry("feature source kind")

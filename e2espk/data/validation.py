@@ -64,7 +64,10 @@ class UtteranceReader:
         self.layers = layers
 
     def where(self, utterance: str, stream: str) -> str:
-        return self.streams[stream][utterance].where(utterance)
+        """The file(s) an utterance's stream comes from ("all": every stream's file)."""
+        if stream != "all":
+            return self.streams[stream][utterance].where(utterance)
+        return " + ".join(str(table[utterance].path) for table in self.streams.values())
 
     def load(self, utterance: str) -> dict[str, np.ndarray]:
         arrays = {}
