@@ -1,0 +1,171 @@
+"""Learned verification distance: a network scoring whether two embeddings share a speaker.
+
+Following end-to-end speaker verification with a learned distance (Monteiro et al.), the
+verifier is trained on same/different pairs mined from each batch next to (or instead of) a
+margin classification loss, and scores trials directly at test time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from e2espk.errors import ConfigError
+from e2espk.models.config import config_from_dict
+
+
+@dataclass
+class VerifierConfig:
+    """Architecture of the pair verifier (saved with checkpoints next to ModelConfig)."""
+
+    hidden_size: int = 256  # width of each head's hidden layers
+    n_hidden: int = 2  # hidden layers per head (0: a linear head)
+    dropout: float = 0.0  # dropout after each hidden layer
+    rproj_size: int = 0  # >0: fixed random projection of both embeddings to this size first
+    ndiscriminators: int = 1  # independent heads; scores average their logits
+    normalize: bool = False  # L2-normalise embeddings before anything else
+    seed: int = 0  # seed of the random projection (the buffer is saved in state_dict anyway)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for checkpoints and YAML."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerifierConfig:
+        """Inverse of ``to_dict``; unknown keys raise a ConfigError listing the valid ones."""
+        return config_from_dict(cls, data)
+
+
+def _head(in_dim: int, hidden: int, n_hidden: int, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for _ in range(n_hidden):
+        layers += [nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        in_dim = hidden
+    layers.append(nn.Linear(in_dim, 1))
+    return nn.Sequential(*layers)
+
+
+class PairVerifier(nn.Module):
+    """Scores pairs of embeddings; symmetric by construction.
+
+    The pair features ``[a * b, |a - b|, a + b]`` are each symmetric in (a, b), so
+    ``forward(a, b) == forward(b, a)`` exactly, whatever the weights.
+
+    Args:
+        embedding_dim: E, the embedding size.
+        hidden_size, n_hidden, dropout: each head's MLP.
+        rproj_size: if > 0, both embeddings are first multiplied by a fixed Gaussian matrix
+            ``(E, rproj_size)``; it is a buffer, so no optimizer ever updates it, and it is saved
+            in ``state_dict``.
+        ndiscriminators: independent heads (separate parameters) trained on the same pairs.
+        normalize: L2-normalise embeddings first (makes scores independent of the norm).
+        seed: seed for the random projection.
+    """
+
+    rproj: Tensor | None
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        hidden_size: int = 256,
+        n_hidden: int = 2,
+        dropout: float = 0.0,
+        rproj_size: int = 0,
+        ndiscriminators: int = 1,
+        normalize: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if ndiscriminators < 1:
+            raise ConfigError(f"ndiscriminators must be >= 1, got {ndiscriminators}")
+        if rproj_size < 0 or n_hidden < 0 or hidden_size < 1:
+            raise ConfigError(
+                "verifier sizes must be rproj_size >= 0, n_hidden >= 0, hidden_size >= 1; got "
+                f"{rproj_size}, {n_hidden}, {hidden_size}"
+            )
+        self.embedding_dim = embedding_dim
+        self.normalize = normalize
+        if rproj_size > 0:
+            generator = torch.Generator().manual_seed(seed)
+            matrix = torch.randn(embedding_dim, rproj_size, generator=generator)
+            self.register_buffer("rproj", matrix / rproj_size**0.5)
+        else:
+            self.rproj = None
+        feature_dim = 3 * (rproj_size or embedding_dim)
+        self.heads = nn.ModuleList(
+            _head(feature_dim, hidden_size, n_hidden, dropout) for _ in range(ndiscriminators)
+        )
+
+    @classmethod
+    def from_config(cls, config: VerifierConfig, embedding_dim: int) -> PairVerifier:
+        """Build from a VerifierConfig (e.g. ``VerifierConfig.from_dict(ckpt[...])``)."""
+        return cls(embedding_dim, **config.to_dict())
+
+    @property
+    def ndiscriminators(self) -> int:
+        """Number of independent heads."""
+        return len(self.heads)
+
+    def _prepare(self, emb: Tensor) -> Tensor:
+        if self.normalize:
+            emb = F.normalize(emb, dim=-1)
+        return emb if self.rproj is None else emb @ self.rproj
+
+    def forward(self, emb_a: Tensor, emb_b: Tensor) -> Tensor:
+        """``(N, E), (N, E)`` -> ``(N, ndiscriminators)`` logits of P(same speaker)."""
+        a, b = self._prepare(emb_a), self._prepare(emb_b)
+        features = torch.cat([a * b, (a - b).abs(), a + b], dim=-1)
+        return torch.cat([head(features) for head in self.heads], dim=-1)
+
+    def score(self, emb_a: Tensor, emb_b: Tensor) -> Tensor:
+        """``(N,)`` trial scores: the heads' logits averaged (logits, not probabilities, so
+        confident trials do not saturate to tied scores of 1.0)."""
+        return self.forward(emb_a, emb_b).mean(dim=-1)
+
+    @torch.no_grad()
+    def score_pairs(
+        self,
+        emb_a: Tensor,
+        emb_b: Tensor,
+        idx_a: Tensor,
+        idx_b: Tensor,
+        chunk_size: int = 65536,
+    ) -> Tensor:
+        """Scores of trials ``(emb_a[idx_a[k]], emb_b[idx_b[k]])``, batched, as ``(K,)``.
+
+        ``emb_a`` and ``emb_b`` may be the same table (e.g. all extracted embeddings, trials as
+        row indices). Memory is bounded by ``chunk_size`` pairs at a time. Call ``eval()``
+        first so dropout is off.
+        """
+        if idx_a.shape != idx_b.shape or idx_a.dim() != 1:
+            raise ValueError(f"index shapes differ: {tuple(idx_a.shape)} vs {tuple(idx_b.shape)}")
+        scores = [
+            self.score(
+                emb_a[idx_a[start : start + chunk_size]], emb_b[idx_b[start : start + chunk_size]]
+            )
+            for start in range(0, idx_a.numel(), chunk_size)
+        ]
+        return torch.cat(scores) if scores else emb_a.new_zeros(0)
+
+    @torch.no_grad()
+    def score_matrix(self, emb_a: Tensor, emb_b: Tensor, chunk_size: int = 65536) -> Tensor:
+        """``(N, E), (M, E)`` -> ``(N, M)`` scores of every pair (e.g. enrolment x test)."""
+        n, m = emb_a.shape[0], emb_b.shape[0]
+        rows_per_chunk = max(1, chunk_size // max(m, 1))
+        blocks = []
+        for start in range(0, n, rows_per_chunk):
+            rows = emb_a[start : start + rows_per_chunk]  # (r, E)
+            a = rows.repeat_interleave(m, dim=0)  # (r * M, E)
+            b = emb_b.repeat(rows.shape[0], 1)  # (r * M, E)
+            blocks.append(self.score(a, b).view(rows.shape[0], m))
+        return torch.cat(blocks) if blocks else emb_a.new_zeros(0, m)
+
+
+def build_pair_verifier(config: VerifierConfig, embedding_dim: int) -> PairVerifier:
+    """Build the verifier from its config and the embedding size of the speaker model."""
+    return PairVerifier.from_config(config, embedding_dim)
