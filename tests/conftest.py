@@ -89,3 +89,36 @@ def pack_args(inputs: dict[str, Path], *extra: str) -> list[str]:
         "--no-progress",
         *extra,
     ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def demo_hdf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny demo corpus packed into train (4 speakers) and valid (2 speakers) HDF5 files."""
+    from e2espk.data.demo import DemoConfig, write_demo_corpus
+    from e2espk.data.packing import PackConfig, pack_corpus
+
+    root = tmp_path_factory.mktemp("demo")
+    paths = write_demo_corpus(
+        DemoConfig(
+            out_dir=str(root / "corpus"),
+            speakers=6,
+            utterances=4,
+            sessions=2,
+            min_seconds=0.8,
+            max_seconds=1.6,
+            ptm_layers=3,
+            ptm_dims=8,
+        )
+    )
+    pack_corpus(
+        PackConfig(
+            ptm=[str(paths.ptm_dict)], path_to_data=[str(paths.kaldi_dir)],
+            mfcc=[f"kaldi:{paths.kaldi_dir}:mfcc.scp"], pitch=[f"kaldi:{paths.kaldi_dir}:pitch.scp"],
+            split_by="speaker", valid_size=2, out_path=str(root / "hdf"), out_name="demo", progress=False,
+        )
+    )  # fmt: skip
+    return {
+        "train": root / "hdf" / "demo_train.hdf",
+        "valid": root / "hdf" / "demo_valid.hdf",
+        "root": root,
+    }

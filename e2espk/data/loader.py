@@ -1,0 +1,177 @@
+"""Training batches from a corpus: P speakers x K utterances, time-aligned random crops.
+
+Crop positions are drawn by the batch sampler (a seed per item), not inside the workers, so a
+run is reproducible whatever ``--workers`` is, and resuming at an epoch boundary replays the
+same batches. Each worker opens its own HDF5 handle lazily (``Corpus`` drops it on pickling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from e2espk.data import transforms
+from e2espk.data.corpus import PTM_KIND, Corpus
+from e2espk.data.features import InputLayout
+from e2espk.errors import ConfigError
+
+CropRequest = tuple[int, int]  # (row in the corpus, seed of the crop position)
+
+
+def utterance_seconds(corpus: Corpus, layout: InputLayout, row: int) -> float:
+    """Duration of an utterance: the shortest of its time-axis streams."""
+    spans = [
+        corpus.frames(name)[row] / corpus.streams[name].frame_rate_hz
+        for name in layout.streams()
+        if corpus.streams[name].time_axis
+    ]
+    return float(min(spans)) if spans else 0.0
+
+
+class CropDataset(Dataset):
+    """One item = the same time span cut from every stream the model reads.
+
+    Args:
+        corpus: the training corpus (pickled to workers without its handle).
+        layout: which streams and dims the model reads.
+        crop_seconds: span of every crop; shorter utterances are repeat-padded.
+        cmvn: normalisation of handcrafted frames: 'none', 'mean' or 'meanvar' (per crop).
+    """
+
+    def __init__(
+        self, corpus: Corpus, layout: InputLayout, crop_seconds: float, cmvn: str = "mean"
+    ) -> None:
+        self.corpus = corpus
+        self.layout = layout
+        self.crop_seconds = crop_seconds
+        self.normalize = transforms.CMVN.get(cmvn)
+
+    def __len__(self) -> int:
+        return len(self.corpus)
+
+    def __getitem__(self, request: CropRequest) -> dict[str, np.ndarray | int]:
+        row, seed = request
+        rng = np.random.default_rng(seed)
+        slack = max(utterance_seconds(self.corpus, self.layout, row) - self.crop_seconds, 0.0)
+        start_s = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
+        item: dict[str, np.ndarray | int] = {"label": int(self.corpus.speaker_of[row]), "row": row}
+        if self.layout.uses_ptm:
+            item["ptm"] = self._read(row, PTM_KIND, start_s)
+        if self.layout.uses_handcrafted:
+            parts = [self._read(row, name, start_s) for name in self.layout.handcrafted_streams]
+            item["handcrafted"] = self.normalize(
+                np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+            )
+        return item
+
+    def _read(self, row: int, stream: str, start_s: float) -> np.ndarray:
+        spec = self.corpus.streams[stream]
+        if not spec.time_axis:
+            return self.corpus.read(row, stream)
+        rate = spec.frame_rate_hz or 1.0
+        length = max(1, round(self.crop_seconds * rate))
+        start = min(int(start_s * rate), max(int(self.corpus.frames(stream)[row]) - length, 0))
+        return transforms.repeat_pad(self.corpus.read(row, stream, start, start + length), length)
+
+
+class SpeakerBatchSampler(Sampler[list[CropRequest]]):
+    """Batches of P speakers x K utterances, so every batch holds same-speaker pairs.
+
+    An epoch has ceil(utterances / batch_size) batches: speakers are visited in shuffled
+    rounds and each speaker's utterances in a shuffled queue, so an epoch covers the corpus
+    about once. Speakers with fewer than K utterances repeat some (with other crops).
+    """
+
+    def __init__(
+        self, speaker_offsets: np.ndarray, batch_size: int, utts_per_speaker: int, seed: int = 0
+    ) -> None:
+        n_speakers = len(speaker_offsets) - 1
+        if utts_per_speaker < 2:
+            raise ConfigError(
+                "--utts-per-speaker must be >= 2 so that batches hold same-speaker pairs"
+            )
+        if batch_size % utts_per_speaker:
+            raise ConfigError(
+                f"--batch-size {batch_size} must be a multiple of --utts-per-speaker {utts_per_speaker}"
+            )
+        self.speakers_per_batch = batch_size // utts_per_speaker
+        if not 2 <= self.speakers_per_batch <= n_speakers:
+            raise ConfigError(
+                f"a batch of {batch_size} with {utts_per_speaker} utterances per speaker takes "
+                f"{self.speakers_per_batch} speakers; it must be between 2 and the {n_speakers} speakers in the corpus"
+            )
+        self.offsets = np.asarray(speaker_offsets)
+        self.batch_size = batch_size
+        self.utts_per_speaker = utts_per_speaker
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(int(self.offsets[-1]) / self.batch_size)
+
+    def __iter__(self) -> Iterator[list[CropRequest]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        n_speakers = len(self.offsets) - 1
+        queues: dict[int, list[int]] = {}
+        speaker_order: list[int] = []
+        for _ in range(len(self)):
+            while len(speaker_order) < self.speakers_per_batch:
+                speaker_order.extend(rng.permutation(n_speakers).tolist())
+            chosen, speaker_order = (
+                speaker_order[: self.speakers_per_batch],
+                speaker_order[self.speakers_per_batch :],
+            )
+            if len(set(chosen)) < len(
+                chosen
+            ):  # a round boundary repeated a speaker: redraw distinct ones
+                chosen = rng.choice(n_speakers, self.speakers_per_batch, replace=False).tolist()
+            batch = []
+            for speaker in chosen:
+                for _ in range(self.utts_per_speaker):
+                    queue = queues.get(speaker)
+                    if not queue:
+                        first, stop = int(self.offsets[speaker]), int(self.offsets[speaker + 1])
+                        queue = queues[speaker] = (first + rng.permutation(stop - first)).tolist()
+                    batch.append((queue.pop(), int(rng.integers(2**31))))
+            yield batch
+
+
+def collate(items: list[dict[str, np.ndarray | int]]) -> dict[str, torch.Tensor]:
+    """Stack items; PTM stays in its stored dtype (float16) until it reaches the device."""
+    batch: dict[str, torch.Tensor] = {
+        key: torch.from_numpy(np.stack([item[key] for item in items]))
+        for key in ("ptm", "handcrafted")
+        if key in items[0]
+    }
+    batch["label"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
+    batch["row"] = torch.tensor([item["row"] for item in items], dtype=torch.long)
+    return batch
+
+
+def _open_in_worker(worker_id: int) -> None:
+    info = torch.utils.data.get_worker_info()
+    if info is not None:
+        info.dataset.corpus.close()  # type: ignore[attr-defined]  # never share a parent's handle
+
+
+def training_loader(
+    dataset: CropDataset, sampler: SpeakerBatchSampler, workers: int, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader over ``dataset`` driven by ``sampler``, one lazily opened handle per worker."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=workers > 0,
+        worker_init_fn=_open_in_worker if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
+    )

@@ -1,0 +1,106 @@
+"""Embedding extraction: every utterance once, in fixed-length windows batched across utterances.
+
+Windows of ``window_seconds`` cover each utterance (the last one aligned to its end); their
+embeddings are averaged. Utterances shorter than a window are repeat-padded to it, so every
+batch is one tensor and memory is capped by ``batch_size`` windows whatever the lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from e2espk.data import transforms
+from e2espk.data.corpus import PTM_KIND, Corpus
+from e2espk.data.features import InputLayout
+from e2espk.data.loader import utterance_seconds
+
+
+def window_starts(seconds: float, window_seconds: float, hop_seconds: float) -> list[float]:
+    """Start times of windows covering ``seconds`` of audio (one window when it is short)."""
+    if seconds <= window_seconds:
+        return [0.0]
+    starts = list(np.arange(0.0, seconds - window_seconds, hop_seconds))
+    return [*starts, seconds - window_seconds]
+
+
+def _utterance_windows(
+    corpus: Corpus,
+    layout: InputLayout,
+    row: int,
+    window_seconds: float,
+    hop_seconds: float,
+    cmvn: str,
+) -> Iterator[dict[str, np.ndarray]]:
+    normalize = transforms.CMVN.get(cmvn)
+    whole = {name: corpus.read(row, name) for name in layout.streams()}
+    for start in window_starts(utterance_seconds(corpus, layout, row), window_seconds, hop_seconds):
+        window: dict[str, np.ndarray] = {}
+        parts = []
+        for name in layout.streams():
+            spec = corpus.streams[name]
+            if not spec.time_axis:
+                cut = whole[name]
+            else:
+                rate = spec.frame_rate_hz or 1.0
+                length = max(1, round(window_seconds * rate))
+                first = min(int(start * rate), max(whole[name].shape[0] - length, 0))
+                cut = transforms.repeat_pad(whole[name][first : first + length], length)
+            if name == PTM_KIND:
+                window["ptm"] = cut
+            else:
+                parts.append(cut)
+        if parts:
+            window["handcrafted"] = normalize(
+                np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+            )
+        yield window
+
+
+@torch.no_grad()
+def extract_embeddings(
+    model: torch.nn.Module,
+    corpus: Corpus,
+    layout: InputLayout,
+    rows: Sequence[int],
+    window_seconds: float = 4.0,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    cmvn: str = "mean",
+    progress: bool = False,
+) -> np.ndarray:
+    """``(len(rows), latent)`` float32 embeddings, the mean over each utterance's windows."""
+    model.eval()
+    device = torch.device(device)
+    pending: list[tuple[int, dict[str, np.ndarray]]] = []
+    sums: np.ndarray | None = None
+    counts = np.zeros(len(rows))
+
+    def flush() -> None:
+        nonlocal sums
+        batch = {
+            key: torch.from_numpy(np.stack([w[key] for _, w in pending])).to(device).float()
+            for key in pending[0][1]
+        }
+        out = model(batch).float().cpu().numpy()
+        if sums is None:
+            sums = np.zeros((len(rows), out.shape[1]), dtype=np.float64)
+        owners = np.array([owner for owner, _ in pending])
+        np.add.at(sums, owners, out)
+        np.add.at(counts, owners, 1)
+        pending.clear()
+
+    for position, row in enumerate(tqdm(rows, desc="embedding", unit="utt", disable=not progress)):
+        for window in _utterance_windows(
+            corpus, layout, int(row), window_seconds, window_seconds, cmvn
+        ):
+            pending.append((position, window))
+            if len(pending) >= batch_size:
+                flush()
+    if pending:
+        flush()
+    assert sums is not None, "no utterances to embed"
+    return (sums / counts[:, None]).astype(np.float32)

@@ -1,0 +1,219 @@
+"""TrainConfig: every option of train.py (the field help texts are the documentation)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from e2espk.config import option
+from e2espk.data.features import FEATURE_MODES, MODES, InputLayout
+from e2espk.data.transforms import CMVN
+from e2espk.errors import ConfigError
+from e2espk.losses.margin import MARGIN_HEADS
+from e2espk.models.backbones import BACKBONES
+from e2espk.models.config import ModelConfig
+from e2espk.models.fusion import FUSIONS
+from e2espk.models.pooling import POOLINGS
+from e2espk.models.verification import VerifierConfig
+from e2espk.scoring.scores import SCORE_TYPES
+from e2espk.training.optim import OPTIMIZERS, SCHEDULES
+
+METRICS = ("eer", "min_dcf@0.01", "min_dcf@0.05")
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Options of train.py. Defaults < --config file.yaml < flags."""
+
+    # data
+    train_hdf_file: str = option("", help="training corpus (from data_prep.py)")
+    valid_hdf_file: str | None = option(
+        None, help="validation corpus (held-out speakers); no validation without it"
+    )
+    valid_trials: str | None = option(
+        None,
+        help="trial list over the valid corpus (Kaldi/VoxCeleb format); default: built from it, seeded",
+    )
+    valid_nontarget_ratio: float = option(
+        3.0, help="built valid trials: non-target pairs per target pair"
+    )
+    valid_max_target: int = option(20000, help="built valid trials: at most this many target pairs")
+    valid_window_seconds: float = option(
+        4.0, help="validation embeddings average windows of this length"
+    )
+    mode: str = option(
+        "fusion", choices=sorted(MODES), help="ptm (1), handcrafted (2) or fusion (3) of both"
+    )
+    feature_mode: str = option(
+        "mfbe_pitch", choices=FEATURE_MODES.choices(), help="handcrafted streams the model reads"
+    )
+    n_frames: int = option(
+        200, help="crop length in frames of the fastest stream used (200 = 2 s at 100 Hz)"
+    )
+    cmvn: str = option(
+        "mean", choices=CMVN.names(), help="per-crop normalisation of handcrafted features"
+    )
+    batch_size: int = option(64, help="training batch: speakers x --utts-per-speaker crops")
+    utts_per_speaker: int = option(2, help="utterances per speaker in a batch (K of P x K)")
+    valid_batch_size: int = option(64, help="windows per batch when embedding the valid corpus")
+    workers: int = option(0, help="DataLoader worker processes")
+    # model
+    fusion: str = option(
+        "concat", choices=FUSIONS.choices(), help="how fusion mode combines the streams"
+    )
+    fusion_direction: str = option(
+        "ptm_to_hc",
+        choices=["ptm_to_hc", "both"],
+        help="cross_attention: PTM attends to handcrafted, or both ways",
+    )
+    gate_granularity: str = option(
+        "frame", choices=["frame", "channel"], help="gating: one gate per frame or per channel"
+    )
+    attention_heads: int = option(4, help="cross_attention heads")
+    backbone: str = option(
+        "ecapa_tdnn",
+        choices=BACKBONES.choices(),
+        help="frame-level network after the encoders/fusion",
+    )
+    backbone_channels: int | None = option(
+        None, help="backbone width (default: the backbone's own)"
+    )
+    pooling: str = option("attentive_stats", choices=POOLINGS.choices(), help="temporal pooling")
+    encoder_size: int = option(
+        256, help="channels of the PTM/handcrafted encoders and the fusion output"
+    )
+    ptm_norm: str = option(
+        "layer",
+        choices=["layer", "instance", "none"],
+        help="normalisation of the weighted PTM layers",
+    )
+    latent_size: int = option(192, help="speaker embedding size")
+    dropout_prob: float = option(
+        0.0, help="dropout in the embedding model and the verification network"
+    )
+    # verification network (learned distance)
+    hidden_size: int = option(256, help="verification network hidden size")
+    n_hidden: int = option(2, help="verification network hidden layers")
+    ndiscriminators: int = option(1, help="independent verification heads, averaged at scoring")
+    rproj_size: int = option(
+        0, help="fixed random projection of embeddings before the verifier (0: off)"
+    )
+    # losses
+    softmax: str = option("aam_softmax", choices=MARGIN_HEADS.choices(), help="margin head")
+    margin: float = option(0.2, help="margin of AM/AAM-softmax")
+    scale: float = option(30.0, help="scale of AM/AAM-softmax")
+    smoothing: float = option(0.0, help="label smoothing of the margin loss")
+    margin_weight: float = option(1.0, help="weight of the margin loss (0: off)")
+    pair_weight: float = option(1.0, help="weight of the verification-pair loss (0: off)")
+    # optimisation
+    optimizer: str = option("adam", choices=OPTIMIZERS.choices(), help="optimizer")
+    lr: float = option(1e-3, help="peak learning rate")
+    momentum: float = option(0.9, help="SGD momentum / Adam beta1")
+    l2: float = option(1e-5, help="weight decay")
+    warmup: int = option(100, help="linear warmup steps")
+    scheduler: str = option(
+        "cosine", choices=SCHEDULES.choices(), help="learning-rate schedule after warmup"
+    )
+    min_lr_ratio: float = option(0.01, help="cosine: final lr as a fraction of --lr")
+    step_every: int = option(1000, help="step schedule: steps between decays")
+    step_gamma: float = option(0.5, help="step schedule: decay factor")
+    plateau_patience: int = option(
+        2, help="plateau schedule: validations without improvement before decaying"
+    )
+    max_gnorm: float = option(10.0, help="gradient-norm clipping (0: off)")
+    amp: str = option(
+        "auto",
+        choices=list(AMP_MODES),
+        help="mixed precision: auto (bf16 on CUDA if supported, off on CPU), off, bf16, fp16",
+    )
+    epochs: int = option(10, help="training epochs (one epoch covers the corpus about once)")
+    max_steps_per_epoch: int = option(0, help="cap on steps per epoch (0: no cap), for quick runs")
+    patience: int = option(
+        0, help="early stopping: epochs without improvement of --select-metric (0: off)"
+    )
+    select_metric: str = option(
+        "fused/eer",
+        help="metric that picks the best checkpoint and stops early: SCORE/METRIC with SCORE in cosine|learned|fused and METRIC in eer|min_dcf@0.01|min_dcf@0.05",
+    )
+    # run
+    checkpoint_path: str = option(
+        "runs/exp", help="experiment directory: checkpoints, config, history, log"
+    )
+    logdir: str | None = option(None, help="TensorBoard directory (default: CHECKPOINT_PATH/tb)")
+    save_every: int = option(
+        0, help="also keep a checkpoint every N epochs (0: only best and last)"
+    )
+    resume: bool = option(False, help="continue from CHECKPOINT_PATH/last.pt if it exists")
+    seed: int = option(0, help="random seed")
+    device: str = option("auto", help="auto, cpu, cuda, cuda:1, ...")
+    progress: bool = option(True, help="progress bars")
+
+    def validate(self) -> TrainConfig:
+        """Reject bad combinations before any data is read or model built."""
+        if not self.train_hdf_file:
+            raise ConfigError("--train-hdf-file is required")
+        score, _, metric = self.select_metric.partition("/")
+        if score not in SCORE_TYPES or metric not in METRICS:
+            raise ConfigError(
+                f"--select-metric {self.select_metric!r}: use SCORE/METRIC with SCORE in {SCORE_TYPES} and METRIC in {METRICS}"
+            )
+        if score in ("learned", "fused") and self.pair_weight == 0:
+            raise ConfigError(
+                f"--select-metric {self.select_metric} needs the verification network, but --pair-weight is 0"
+            )
+        if self.margin_weight == 0 and self.pair_weight == 0:
+            raise ConfigError("--margin-weight and --pair-weight are both 0: nothing to train")
+        if self.batch_size % self.utts_per_speaker:
+            raise ConfigError(
+                f"--batch-size {self.batch_size} must be a multiple of --utts-per-speaker {self.utts_per_speaker}"
+            )
+        if self.n_frames < 2 or self.epochs < 1 or self.lr <= 0:
+            raise ConfigError("--n-frames must be >= 2, --epochs >= 1 and --lr > 0")
+        if self.valid_trials and not self.valid_hdf_file:
+            raise ConfigError("--valid-trials needs --valid-hdf-file")
+        return self
+
+    def model_config(self, layout: InputLayout) -> ModelConfig:
+        """The architecture, with input dims resolved from the corpus."""
+        return ModelConfig(
+            mode=layout.mode,
+            ptm_layers=layout.ptm_layers or None,
+            ptm_dim=layout.ptm_dim or None,
+            ptm_pooled=layout.ptm_pooled,
+            ptm_norm=self.ptm_norm,
+            ptm_rate_hz=layout.ptm_rate_hz or 50.0,
+            handcrafted_dim=layout.handcrafted_dim or None,
+            handcrafted_rate_hz=layout.handcrafted_rate_hz or 100.0,
+            fusion=self.fusion,
+            fusion_direction=self.fusion_direction,
+            gate_granularity=self.gate_granularity,
+            attention_heads=self.attention_heads,
+            hidden_size=self.encoder_size,
+            backbone=self.backbone,
+            backbone_channels=self.backbone_channels,
+            pooling=self.pooling,
+            latent_size=self.latent_size,
+            dropout=self.dropout_prob,
+        ).validate()
+
+    def verifier_config(self) -> VerifierConfig:
+        return VerifierConfig(
+            hidden_size=self.hidden_size,
+            n_hidden=self.n_hidden,
+            dropout=self.dropout_prob,
+            rproj_size=self.rproj_size,
+            ndiscriminators=self.ndiscriminators,
+            seed=self.seed,
+        )
+
+    def crop_seconds(self, layout: InputLayout) -> float:
+        """--n-frames counted at the fastest frame rate the model reads."""
+        rates = [
+            rate
+            for rate in (
+                layout.ptm_rate_hz if layout.uses_ptm else None,
+                layout.handcrafted_rate_hz if layout.uses_handcrafted else None,
+            )
+            if rate
+        ]
+        return self.n_frames / max(rates) if rates else 1.0

@@ -1,0 +1,147 @@
+"""One training epoch and one validation pass, as functions that return dicts."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from e2espk.data.corpus import Corpus
+from e2espk.data.features import InputLayout
+from e2espk.losses.joint import JointLoss
+from e2espk.scoring.embedding import extract_embeddings
+from e2espk.scoring.metrics import summarize
+from e2espk.scoring.scores import score_all
+from e2espk.training.board import TrainingBoard
+from e2espk.training.optim import LRSchedule
+
+LOG_EVERY = 10  # steps between TensorBoard step logs
+
+
+@dataclasses.dataclass
+class Optimization:
+    """What a training step needs besides the data."""
+
+    model: torch.nn.Module
+    loss: JointLoss
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    amp_dtype: torch.dtype | None  # None: full precision
+    max_gnorm: float
+    step: int = 0
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Inputs on the device in float32 (PTM travels as float16 to halve the copy)."""
+    return {
+        key: batch[key].to(device, non_blocking=True).float()
+        for key in ("ptm", "handcrafted")
+        if key in batch
+    }
+
+
+def train_one_epoch(
+    opt: Optimization,
+    loader: Iterable[dict[str, torch.Tensor]],
+    board: TrainingBoard | None,
+    generator: torch.Generator,
+    max_steps: int = 0,
+    progress: bool = False,
+    epoch: int = 0,
+) -> dict[str, float]:
+    """Run one epoch; returns the mean of each training statistic."""
+    opt.model.train()
+    opt.loss.train()
+    params = [p for group in opt.optimizer.param_groups for p in group["params"]]
+    totals: dict[str, float] = defaultdict(float)
+    steps = 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
+    for batch in bar:
+        lr = opt.schedule.apply(opt.step)
+        inputs = to_device(batch, opt.device)
+        labels = batch["label"].to(opt.device)
+        autocast = (
+            torch.autocast(opt.device.type, dtype=opt.amp_dtype)
+            if opt.amp_dtype
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            embeddings = opt.model(inputs)
+        loss, stats = opt.loss(embeddings.float(), labels, generator)
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError(
+                f"training loss became {stats['loss']} at step {opt.step}; lower --lr or enable --max-gnorm"
+            )
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        opt.scaler.unscale_(opt.optimizer)
+        grad_norm = float(
+            torch.nn.utils.clip_grad_norm_(
+                params, opt.max_gnorm if opt.max_gnorm > 0 else float("inf")
+            )
+        )
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        opt.step += 1
+        steps += 1
+        for key, value in stats.items():
+            totals[key] += value
+        if board is not None and (opt.step % LOG_EVERY == 0 or steps == 1):
+            board.log_step(opt.step, stats, lr, grad_norm)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        if max_steps and steps >= max_steps:
+            break
+    return {key: value / max(steps, 1) for key, value in totals.items()} | {
+        "steps": steps,
+        "lr": opt.schedule.lr_at(max(opt.step - 1, 0)),
+    }
+
+
+@dataclasses.dataclass
+class ValidationSet:
+    """The valid corpus and a fixed trial list over it, as row indices."""
+
+    corpus: Corpus
+    rows: np.ndarray  # corpus rows to embed
+    idx_a: np.ndarray  # trial sides as indices into ``rows``
+    idx_b: np.ndarray
+    labels: np.ndarray  # (N,) bool
+
+
+def validate(
+    model: torch.nn.Module,
+    verifier: torch.nn.Module | None,
+    valid: ValidationSet,
+    layout: InputLayout,
+    device: torch.device,
+    window_seconds: float,
+    batch_size: int,
+    cmvn: str,
+    progress: bool = False,
+) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
+    """Embed each valid utterance once, score every trial; metrics as ``SCORE/METRIC``."""
+    embeddings = extract_embeddings(
+        model,
+        valid.corpus,
+        layout,
+        valid.rows.tolist(),
+        window_seconds,
+        batch_size,
+        device,
+        cmvn,
+        progress,
+    )
+    scores = score_all(embeddings, valid.idx_a, valid.idx_b, verifier, device)  # type: ignore[arg-type]
+    metrics = {}
+    for name, values in scores.items():
+        for key, value in summarize(values, valid.labels, p_targets=(0.01, 0.05)).items():
+            metrics[f"{name}/{key}"] = value
+    return metrics, embeddings, scores
