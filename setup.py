@@ -8,6 +8,9 @@ COMMANDS = {
     "e2espk-data-prep": "e2espk.cli.data_prep:main",
     "e2espk-inspect": "e2espk.cli.inspect:main",
     "e2espk-demo-corpus": "e2espk.cli.demo_corpus:main",
+    "e2espk-train": "e2espk.cli.train:main",
+    "e2espk-eval": "e2espk.cli.eval:main",
+    "e2espk-embed": "e2espk.cli.embed:main",
 }
 
 setup(

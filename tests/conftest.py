@@ -122,3 +122,37 @@ def demo_hdf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "valid": root / "hdf" / "demo_valid.hdf",
         "root": root,
     }
+
+
+TINY_TRAIN = {
+    "batch_size": 4,
+    "utts_per_speaker": 2,
+    "n_frames": 60,
+    "encoder_size": 16,
+    "latent_size": 8,
+    "hidden_size": 8,
+    "warmup": 2,
+    "progress": False,
+    "valid_batch_size": 8,
+    "valid_window_seconds": 1.0,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(demo_hdf: dict[str, Path]) -> Path:
+    """A fusion model trained for 2 epochs on the tiny demo corpus (best.pt)."""
+    from e2espk.training.config import TrainConfig
+    from e2espk.training.trainer import train
+
+    run = demo_hdf["root"] / "run"
+    train(
+        TrainConfig(
+            train_hdf_file=str(demo_hdf["train"]),
+            valid_hdf_file=str(demo_hdf["valid"]),
+            checkpoint_path=str(run),
+            backbone="ecapa_tdnn_tiny",
+            epochs=2,
+            **TINY_TRAIN,
+        )
+    )  # type: ignore[arg-type]
+    return run / "best.pt"

@@ -30,6 +30,7 @@ from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic
 
 LOG = logging.getLogger(__name__)
+UNKNOWN_SPEAKER = "unknown"
 DEFAULT_FRAME_RATES = {PTM_KIND: 50.0}  # every other stream: 100 Hz (10 ms hop)
 
 
@@ -68,6 +69,10 @@ class PackConfig:
     speaker_from_id: str | None = option(
         None,
         help="take the speaker as the part of the utterance id before this separator (e.g. '/' for VoxCeleb ids)",
+    )
+    unknown_speakers: bool = option(
+        False,
+        help="utterances without a speaker get speaker 'unknown' instead of failing (for blind test data)",
     )
     ptm_layers: str | None = option(
         None, help="PTM layers to keep, e.g. '0,3,6-12' (indices into the stored layer axis)"
@@ -241,6 +246,8 @@ def speaker_map(config: PackConfig, utterances: list[str]) -> dict[str, str]:
             for s in specs
         ]
         maps = [m for d in dict.fromkeys(dirs) if d.is_dir() and (m := speaker_map_of_kaldi_dir(d))]
+    if not maps and config.unknown_speakers:
+        return dict.fromkeys(utterances, UNKNOWN_SPEAKER)
     if not maps:
         raise ConfigError(
             "no speaker information: give --utt2spk, Kaldi data dirs with utt2spk, or --speaker-from-id"
@@ -249,6 +256,8 @@ def speaker_map(config: PackConfig, utterances: list[str]) -> dict[str, str]:
     for path in maps:
         mapping.update(read_speaker_map(path))
     missing = [utt for utt in utterances if utt not in mapping]
+    if missing and config.unknown_speakers:
+        return {utt: mapping.get(utt, UNKNOWN_SPEAKER) for utt in utterances}
     if missing:
         names = ", ".join(str(p) for p in maps)
         raise InputDataError(names, f"no speaker for {preview(missing)} utterance(s)")

@@ -8,6 +8,7 @@ need nothing but the file.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from e2espk.data.features import InputLayout
 from e2espk.errors import InputDataError
 from e2espk.fileio import atomic_path
 
@@ -69,3 +71,51 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclasses.dataclass
+class EmbeddingSystem:
+    """What eval and embed need from a checkpoint: no classification head, no optimizer."""
+
+    model: torch.nn.Module
+    verifier: torch.nn.Module | None
+    layout: InputLayout
+    train_config: dict[str, Any]
+    epoch: int
+
+    @property
+    def cmvn(self) -> str:
+        return str(self.train_config.get("cmvn", "mean"))
+
+
+def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") -> EmbeddingSystem:
+    """Rebuild the embedding model (and verification network) from a checkpoint alone."""
+    from e2espk.models.config import ModelConfig
+    from e2espk.models.speaker_model import build_speaker_model
+    from e2espk.models.verification import VerifierConfig, build_pair_verifier
+
+    payload = load_checkpoint(path, "cpu")
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        model = build_speaker_model(model_config)
+        model.load_state_dict(payload["model"])
+        verifier = None
+        if payload.get("verifier") is not None:
+            verifier = build_pair_verifier(
+                VerifierConfig.from_dict(payload["verifier_config"]), model_config.latent_size
+            )
+            verifier.load_state_dict(payload["verifier"])
+    except (KeyError, RuntimeError) as error:
+        raise InputDataError(
+            path, f"checkpoint does not match this e2espk's models ({error})"
+        ) from None
+    model.to(device).eval()
+    if verifier is not None:
+        verifier.to(device).eval()
+    return EmbeddingSystem(
+        model,
+        verifier,
+        InputLayout.from_dict(payload["layout"]),
+        payload["train_config"],
+        int(payload["epoch"]),
+    )

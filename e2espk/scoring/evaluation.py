@@ -1,0 +1,321 @@
+"""eval.py's pipeline: embed every test utterance once, score the trials, report metrics and plots.
+
+Score types: ``cosine``, ``learned`` (the verification network's logit) and ``fused`` (mean of
+their z-normalised scores); with a cohort, ``*_asnorm`` versions of each. Score files hold one
+line per trial, ``enroll test score [target|nontarget]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from e2espk.config import option
+from e2espk.data.corpus import Corpus
+from e2espk.data.features import check_compatible
+from e2espk.data.packing import PackConfig, pack_corpus
+from e2espk.errors import ConfigError, InputDataError, preview
+from e2espk.fileio import atomic_path, write_json_atomic
+from e2espk.scoring import asnorm
+from e2espk.scoring.calibration import LogisticCalibration
+from e2espk.scoring.embedding import extract_embeddings
+from e2espk.scoring.metrics import summarize
+from e2espk.scoring.plots import plot_det, plot_score_histograms
+from e2espk.scoring.scores import fuse, score_all
+from e2espk.scoring.trials import Trials, build_trials, read_trials
+from e2espk.training.checkpoint import EmbeddingSystem, load_embedding_system
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Options of eval.py."""
+
+    cp_path: str = option(
+        "", help="checkpoint (best.pt/last.pt) from train.py; it rebuilds the model alone"
+    )
+    test_hdf_file: str | None = option(None, help="test corpus (e2espk HDF5)")
+    test_data: list[str] = option(
+        default_factory=list,
+        help="test features straight from their sources instead of HDF5, as NAME=SOURCE (e.g. ptm=emb.pt mfbe=kaldi:data/test pitch=kaldi:data/test:pitch.scp)",
+    )
+    test_utt2spk: str | None = option(
+        None,
+        help="speaker map for --test-data (default: the Kaldi dir's utt2spk; else speakers are unknown)",
+    )
+    trials_path: str | None = option(
+        None,
+        help="trial list: Kaldi 'enroll test target|nontarget', VoxCeleb '1|0 enroll test', or unlabeled 'enroll test'; default: built from the test file's speakers",
+    )
+    out_path: str = option("scores", help="output directory: score files, results.json, plots")
+    skip_missing: bool = option(
+        False,
+        help="drop trials naming utterances absent from the test data (reported) instead of failing",
+    )
+    trials_nontarget_ratio: float = option(
+        3.0, help="built trials: non-target pairs per target pair"
+    )
+    trials_max_target: int | None = option(
+        None, help="built trials: at most this many target pairs"
+    )
+    window_seconds: float | None = option(
+        None,
+        help="embed long utterances in windows of this length, averaged (default: the training validation window)",
+    )
+    batch_size: int = option(64, help="windows per embedding batch (caps memory)")
+    cohort_hdf_file: str | None = option(
+        None, help="corpus of cohort speakers (e.g. the training file): enables AS-norm"
+    )
+    cohort_max_utterances: int = option(
+        5000, help="cohort: at most this many utterances (seeded sample), averaged per speaker"
+    )
+    cohort_top_n: int = option(300, help="AS-norm: top-N cohort scores per side")
+    p_targets: list[float] = option(
+        default_factory=lambda: [0.01, 0.05], help="P_target values of minDCF (C_miss = C_fa = 1)"
+    )
+    c_primary: bool = option(False, help="also report C_primary (mean minDCF at 0.01 and 0.005)")
+    calibration_trials: str | None = option(
+        None,
+        help="held-out labelled trials (over the same test data) to fit a logistic calibration; then actDCF and Cllr are reported",
+    )
+    plots: bool = option(True, help="write a DET curve and score histograms (PNG)")
+    seed: int = option(0, help="seed of built trials and the cohort sample")
+    device: str = option("auto", help="auto, cpu, cuda, ...")
+    progress: bool = option(True, help="progress bars")
+
+
+@dataclasses.dataclass
+class EvalReport:
+    metrics: dict[str, dict[str, float]]
+    score_files: dict[str, str]
+    plots: dict[str, str]
+    trials: int
+    skipped_trials: int
+    out_path: str
+
+
+def test_corpus(config: EvalConfig, out: Path) -> Corpus:
+    if config.test_hdf_file:
+        return Corpus(config.test_hdf_file)
+    if not config.test_data:
+        raise ConfigError("give --test-hdf-file or --test-data")
+    pack = PackConfig(
+        stream=list(config.test_data),
+        utt2spk=[config.test_utt2spk] if config.test_utt2spk else [],
+        ptm_dtype="float32",
+        out_path=str(out),
+        out_name="test_data",
+        overwrite=True,
+        progress=config.progress,
+        unknown_speakers=config.test_utt2spk is None,
+    )
+    pack_corpus(pack)
+    return Corpus(out / "test_data.hdf")
+
+
+def resolve_trials(config: EvalConfig, corpus: Corpus, path: str | None) -> tuple[Trials, int]:
+    """Trials over ``corpus`` (read or built) and how many were skipped as missing."""
+    if path is None:
+        speakers = corpus.speakers[corpus.speaker_of].tolist()
+        return build_trials(
+            corpus.utterances.tolist(),
+            speakers,
+            config.trials_nontarget_ratio,
+            config.trials_max_target,
+            config.seed,
+        ), 0
+    trials = read_trials(path)
+    present = set(corpus.utterances.tolist())
+    missing = trials.utterances() - present
+    if not missing:
+        return trials, 0
+    if not config.skip_missing:
+        raise InputDataError(
+            path,
+            f"{preview(missing)} utterance(s) are not in the test data {corpus.path}; pass --skip-missing to drop those trials",
+        )
+    keep = np.array(
+        [a in present and b in present for a, b in zip(trials.enroll, trials.test, strict=True)]
+    )
+    if not keep.any():
+        raise InputDataError(path, "no trial has both utterances in the test data")
+    LOG.warning("skipping %d trials naming %d missing utterances", int((~keep).sum()), len(missing))
+    return trials.subset(keep), int((~keep).sum())
+
+
+def cohort_embeddings(
+    config: EvalConfig, system: EmbeddingSystem, window: float, device: torch.device
+) -> np.ndarray:
+    corpus = Corpus(config.cohort_hdf_file or "")
+    check_compatible(system.layout, corpus)
+    rows = np.arange(len(corpus))
+    if len(rows) > config.cohort_max_utterances:
+        rows = np.sort(
+            np.random.default_rng(config.seed).choice(
+                rows, config.cohort_max_utterances, replace=False
+            )
+        )
+    embeddings = extract_embeddings(
+        system.model,
+        corpus,
+        system.layout,
+        rows.tolist(),
+        window,
+        config.batch_size,
+        device,
+        system.cmvn,
+        config.progress,
+    )
+    return asnorm.speaker_means(embeddings, corpus.speaker_of[rows])
+
+
+def normalized_scores(
+    raw: dict[str, np.ndarray],
+    embeddings: np.ndarray,
+    cohort: np.ndarray,
+    idx: tuple[np.ndarray, np.ndarray],
+    system: EmbeddingSystem,
+    top_n: int,
+    device: torch.device,
+) -> dict[str, np.ndarray]:
+    """AS-norm versions of the cosine and learned scores (and their fusion)."""
+    out = {}
+    scorers: dict[str, asnorm.CohortScorer] = {"cosine": asnorm.cosine_matrix}
+    if system.verifier is not None:
+        verifier = system.verifier
+
+        def learned_matrix(rows: np.ndarray, cohort_rows: np.ndarray) -> np.ndarray:
+            a = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+            b = torch.from_numpy(np.ascontiguousarray(cohort_rows)).to(device)
+            return verifier.score_matrix(a, b).float().cpu().numpy()  # type: ignore[operator]
+
+        scorers["learned"] = learned_matrix
+    for name, scorer in scorers.items():
+        means, stds = asnorm.top_n_statistics(
+            embeddings, cohort, top_n, scorer, max_elements=1 << 22
+        )
+        out[f"{name}_asnorm"] = asnorm.as_norm(raw[name], idx[0], idx[1], means, stds)
+    if "learned_asnorm" in out:
+        out["fused_asnorm"] = fuse([out["cosine_asnorm"], out["learned_asnorm"]])
+    return out
+
+
+def write_scores(path: Path, trials: Trials, scores: np.ndarray) -> Path:
+    labels = (
+        [""] * len(trials)
+        if trials.labels is None
+        else [" target" if x else " nontarget" for x in trials.labels]
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            "".join(
+                f"{a} {b} {s:.6f}{lab}\n"
+                for a, b, s, lab in zip(
+                    trials.enroll, trials.test, scores.tolist(), labels, strict=True
+                )
+            )
+        )
+    return path
+
+
+def score_trials(
+    config: EvalConfig,
+    system: EmbeddingSystem,
+    corpus: Corpus,
+    trial_sets: list[Trials],
+    device: torch.device,
+) -> list[dict[str, np.ndarray]]:
+    """Embed the union of the trial sets' utterances once, then score each set."""
+    needed = sorted(set().union(*(t.utterances() for t in trial_sets)), key=corpus.utterance_row)
+    position = {utt: k for k, utt in enumerate(needed)}
+    window = config.window_seconds or float(system.train_config.get("valid_window_seconds", 4.0))
+    embeddings = extract_embeddings(
+        system.model,
+        corpus,
+        system.layout,
+        [corpus.utterance_row(u) for u in needed],
+        window,
+        config.batch_size,
+        device,
+        system.cmvn,
+        config.progress,
+    )
+    cohort = cohort_embeddings(config, system, window, device) if config.cohort_hdf_file else None
+    results = []
+    for trials in trial_sets:
+        idx = (
+            np.array([position[u] for u in trials.enroll]),
+            np.array([position[u] for u in trials.test]),
+        )
+        scores = score_all(embeddings, idx[0], idx[1], system.verifier, device)  # type: ignore[arg-type]
+        if cohort is not None:
+            scores |= normalized_scores(
+                scores, embeddings, cohort, idx, system, config.cohort_top_n, device
+            )
+        results.append(scores)
+    return results
+
+
+def run_evaluation(config: EvalConfig) -> EvalReport:
+    """Score the trials and write score files, results.json and plots under ``out_path``."""
+    from e2espk.training.trainer import resolve_device
+
+    if not config.cp_path:
+        raise ConfigError("--cp-path is required")
+    device = resolve_device(config.device)
+    out = Path(config.out_path)
+    out.mkdir(parents=True, exist_ok=True)
+    system = load_embedding_system(config.cp_path, device)
+    corpus = test_corpus(config, out)
+    check_compatible(system.layout, corpus)
+    trials, skipped = resolve_trials(config, corpus, config.trials_path)
+    trial_sets = [trials]
+    if config.calibration_trials:
+        calibration, _ = resolve_trials(config, corpus, config.calibration_trials)
+        if calibration.labels is None:
+            raise InputDataError(config.calibration_trials, "calibration trials need labels")
+        trial_sets.append(calibration)
+    all_scores = score_trials(config, system, corpus, trial_sets, device)
+    scores = all_scores[0]
+    files = {
+        name: str(write_scores(out / f"scores_{name}.txt", trials, values))
+        for name, values in scores.items()
+    }
+    metrics: dict[str, dict[str, float]] = {}
+    plots: dict[str, str] = {}
+    if trials.labels is not None:
+        for name, values in scores.items():
+            metrics[name] = summarize(
+                values, trials.labels, p_targets=tuple(config.p_targets), c_primary=config.c_primary
+            )
+        if config.calibration_trials:
+            fitted: dict[str, Any] = {}
+            for name, values in scores.items():
+                calibrator = LogisticCalibration().fit(all_scores[1][name], trial_sets[1].labels)  # type: ignore[arg-type]
+                llr = calibrator.transform(values)
+                metrics[name] |= {
+                    k: v
+                    for k, v in summarize(
+                        llr, trials.labels, p_targets=tuple(config.p_targets), llr=True
+                    ).items()
+                    if k.startswith(("act_dcf", "cllr", "min_cllr"))
+                }
+                fitted[name] = calibrator.to_dict()
+            write_json_atomic(out / "calibration.json", fitted)
+        if config.plots:
+            pairs = {name: (values, trials.labels) for name, values in scores.items()}
+            plots["det"] = str(plot_det(pairs, out / "det.png", p_target=config.p_targets[0]))
+            plots["histograms"] = str(plot_score_histograms(pairs, out / "score_histograms.png"))
+    report = EvalReport(metrics, files, plots, len(trials), skipped, str(out))
+    write_json_atomic(
+        out / "results.json",
+        dataclasses.asdict(report)
+        | {"checkpoint": config.cp_path, "checkpoint_epoch": system.epoch},
+    )
+    return report

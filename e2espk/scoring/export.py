@@ -1,0 +1,95 @@
+"""Writing embeddings for downstream back-ends (PLDA, clustering): one registry entry per format.
+
+Every format is written atomically and comes with an ``utt2spk`` file beside it; speaker-mean
+embeddings (optional) go to a second file of the same format with the suffix ``.spk``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from e2espk.data.corpus import escape_id
+from e2espk.fileio import atomic_path
+from e2espk.registry import Registry
+
+Writer = Callable[[Path, list[str], list[str], np.ndarray], Path]
+EMBEDDING_WRITERS: Registry[Writer] = Registry("embedding format")
+SUFFIX_FORMATS = {
+    ".h5": "hdf5",
+    ".hdf": "hdf5",
+    ".hdf5": "hdf5",
+    ".npz": "npz",
+    ".ark": "ark",
+    ".scp": "ark",
+    ".pt": "pt",
+}
+
+
+@EMBEDDING_WRITERS.register("hdf5")
+def write_hdf5(path: Path, ids: list[str], speakers: list[str], embeddings: np.ndarray) -> Path:
+    """/<speaker>/<utterance> datasets of shape (E,), attrs: embedding_dim."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+        handle.attrs["embedding_dim"] = embeddings.shape[1]
+        for utt, spk, vector in zip(ids, speakers, embeddings, strict=True):
+            handle.require_group(escape_id(spk)).create_dataset(escape_id(utt), data=vector)
+    return path
+
+
+@EMBEDDING_WRITERS.register("npz")
+def write_npz(path: Path, ids: list[str], speakers: list[str], embeddings: np.ndarray) -> Path:
+    """Arrays ``ids``, ``speakers`` and ``embeddings`` (N, E)."""
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, ids=np.array(ids), speakers=np.array(speakers), embeddings=embeddings)
+    return path
+
+
+@EMBEDDING_WRITERS.register("ark")
+def write_ark(path: Path, ids: list[str], speakers: list[str], embeddings: np.ndarray) -> Path:
+    """Kaldi vectors: ``NAME.ark`` + ``NAME.scp`` (kaldiio), readable by ivector-plda tools."""
+    import kaldiio
+
+    ark, scp = path.with_suffix(".ark"), path.with_suffix(".scp")
+    with atomic_path(ark) as tmp_ark, atomic_path(scp) as tmp_scp:
+        with kaldiio.WriteHelper(f"ark,scp:{tmp_ark},{tmp_scp}") as writer:
+            for utt, vector in zip(ids, embeddings, strict=True):
+                writer(utt, vector.astype(np.float32))
+        tmp_scp.write_text(tmp_scp.read_text().replace(str(tmp_ark), str(ark.resolve())))
+    return ark
+
+
+@EMBEDDING_WRITERS.register("pt")
+def write_pt(path: Path, ids: list[str], speakers: list[str], embeddings: np.ndarray) -> Path:
+    """``{utt_id: tensor (E,)}``, the whole-corpus dict format data_prep.py reads."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                utt: torch.from_numpy(vector.copy())
+                for utt, vector in zip(ids, embeddings, strict=True)
+            },
+            tmp,
+        )
+    return path
+
+
+def format_of(path: Path, requested: str | None) -> str:
+    if requested:
+        return EMBEDDING_WRITERS.canonical(requested)
+    if path.suffix in SUFFIX_FORMATS:
+        return SUFFIX_FORMATS[path.suffix]
+    return EMBEDDING_WRITERS.canonical(path.suffix.lstrip(".") or "?")
+
+
+def speaker_mean_embeddings(
+    speakers: list[str], embeddings: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """Mean embedding of each speaker (a speaker model for enrolment / PLDA training)."""
+    labels, inverse = np.unique(np.array(speakers), return_inverse=True)
+    sums = np.zeros((len(labels), embeddings.shape[1]))
+    np.add.at(sums, inverse, embeddings)
+    return labels.tolist(), (sums / np.bincount(inverse)[:, None]).astype(np.float32)

@@ -1,0 +1,115 @@
+"""embed.py: every export format reads back to the same embeddings, with utt2spk and speaker means."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import kaldiio
+import numpy as np
+import pytest
+import torch
+
+from e2espk.cli.embed import main as embed_main
+from e2espk.data.corpus import Corpus
+from e2espk.scoring.embedding import extract_embeddings
+from e2espk.training.checkpoint import load_embedding_system
+
+
+def reference(checkpoint: Path, data: Path) -> tuple[list[str], list[str], np.ndarray]:
+    system = load_embedding_system(checkpoint)
+    with Corpus(data) as corpus:
+        embeddings = extract_embeddings(
+            system.model,
+            corpus,
+            system.layout,
+            list(range(len(corpus))),
+            1.0,
+            64,
+            "cpu",
+            system.cmvn,
+        )
+        return corpus.utterances.tolist(), corpus.speakers[corpus.speaker_of].tolist(), embeddings
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz", ".ark", ".pt"])
+def test_formats_round_trip(
+    demo_hdf: dict[str, Path], tiny_checkpoint: Path, tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"emb{suffix}"
+    assert (
+        embed_main(
+            [
+                "--cp-path",
+                str(tiny_checkpoint),
+                "--data",
+                str(demo_hdf["valid"]),
+                "--out",
+                str(out),
+                "--speaker-means",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    ids, speakers, expected = reference(tiny_checkpoint, demo_hdf["valid"])
+    if suffix == ".h5":
+        with h5py.File(out) as handle:
+            got = np.stack([handle[spk][utt][()] for utt, spk in zip(ids, speakers, strict=True)])
+    elif suffix == ".npz":
+        archive = np.load(out)
+        assert archive["ids"].tolist() == ids and archive["speakers"].tolist() == speakers
+        got = archive["embeddings"]
+    elif suffix == ".ark":
+        table = kaldiio.load_scp(str(out.with_suffix(".scp")))
+        got = np.stack([table[utt] for utt in ids])
+    else:
+        table = torch.load(out)
+        got = np.stack([table[utt].numpy() for utt in ids])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "emb.utt2spk").read_text().splitlines()[0] == f"{ids[0]} {speakers[0]}"
+    assert (tmp_path / f"emb.spk{suffix}").exists()
+
+
+def test_utterance_list(
+    demo_hdf: dict[str, Path],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ids, _, _ = reference(tiny_checkpoint, demo_hdf["valid"])
+    (tmp_path / "list").write_text(f"{ids[3]}\n{ids[1]}\n")
+    assert (
+        embed_main(
+            [
+                "--cp-path",
+                str(tiny_checkpoint),
+                "--data",
+                str(demo_hdf["valid"]),
+                "--out",
+                str(tmp_path / "e.npz"),
+                "--utt-list",
+                str(tmp_path / "list"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert np.load(tmp_path / "e.npz")["ids"].tolist() == [ids[1], ids[3]]
+    (tmp_path / "list").write_text("nobody\n")
+    assert (
+        embed_main(
+            [
+                "--cp-path",
+                str(tiny_checkpoint),
+                "--data",
+                str(demo_hdf["valid"]),
+                "--out",
+                str(tmp_path / "e.npz"),
+                "--utt-list",
+                str(tmp_path / "list"),
+            ]
+        )
+        == 2
+    )
+    assert "1 ('nobody') utterance(s) are not in" in capsys.readouterr().err
