@@ -11,6 +11,8 @@ COMMANDS = {
     "e2espk-train": "e2espk.cli.train:main",
     "e2espk-eval": "e2espk.cli.eval:main",
     "e2espk-embed": "e2espk.cli.embed:main",
+    "e2espk-hp-search": "e2espk.cli.hp_search:main",
+    "e2espk-hp-search-slurm": "e2espk.cli.hp_search_slurm:main",
 }
 
 setup(

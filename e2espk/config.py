@@ -79,13 +79,21 @@ def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, annota
 
 
 def build_parser(
-    config_cls: type, description: str, prog: str | None = None
+    config_cls: type,
+    description: str,
+    prog: str | None = None,
+    config_flag: bool = True,
+    add_help: bool = True,
 ) -> argparse.ArgumentParser:
-    """An argparse parser with one flag per field of ``config_cls`` plus ``--config``."""
+    """An argparse parser with one flag per field of ``config_cls`` (plus ``--config``)."""
     parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        add_help=add_help,
     )
-    parser.add_argument("--config", help="YAML file of options; flags given here override it")
+    if config_flag:
+        parser.add_argument("--config", help="YAML file of options; flags given here override it")
     hints = typing.get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
         _add_field(parser, field, hints[field.name])
@@ -152,3 +160,22 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def save_config(config: Any, path: str | Path) -> Path:
     """Save the resolved config as YAML (atomically), so every run records what it ran with."""
     return write_text_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+def parse_explicit(
+    config_cls: type[C], argv: Sequence[str], description: str, prog: str | None = None
+) -> tuple[C, set[str]]:
+    """Like ``parse_config``, and also return which options the user set (file or flags).
+
+    A hyperparameter search uses this to leave the user's fixed choices out of the space.
+    """
+    config = parse_config(config_cls, argv, description, prog)
+    probe = build_parser(config_cls, description, prog)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    namespace, _ = probe.parse_known_args(argv)
+    explicit = set(vars(namespace)) - {"config"}
+    config_file = getattr(namespace, "config", None)
+    if config_file:
+        explicit |= set(load_config_file(config_file, config_cls))
+    return config, explicit

@@ -1,0 +1,199 @@
+"""``hp_search.py``: serial hyperparameter search with nevergrad; each trial is a real train.py run.
+
+Takes every train.py flag: the ones you give are fixed for all trials and leave the space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
+from e2espk.config import build_parser, config_to_dict, option, parse_explicit, save_config
+from e2espk.errors import ConfigError
+from e2espk.search import report
+from e2espk.search.driver import SearchSetup, run_search
+from e2espk.search.executors import ClusterOptions, InlineExecutor, submitit_executor
+from e2espk.search.space import build_space
+from e2espk.training.config import METRICS, TrainConfig
+
+LOG = logging.getLogger("e2espk.hp_search")
+
+
+@dataclasses.dataclass
+class SearchOptions:
+    """Options of the search itself (train.py flags configure the trials)."""
+
+    budget: int = option(20, help="number of trials")
+    search_dir: str = option(
+        "search",
+        help="search directory: state, trials.jsonl, trial runs, best config; rerun with the same one to resume",
+    )
+    search_optimizer: str = option(
+        "NGOpt",
+        help="nevergrad optimizer by name (NGOpt, TwoPointsDE, RandomSearch, OnePlusOne, CMA, ...)",
+    )
+    objective: str = option(
+        "fused/eer",
+        help="minimised: best validation SCORE/METRIC of a trial (SCORE cosine|learned|fused; METRIC eer|min_dcf@0.01|min_dcf@0.05)",
+    )
+    failure_penalty: float = option(1.0, help="value told to the optimizer for a failed trial")
+    space_file: str | None = option(
+        None, help="YAML of ranges overriding the default space (see e2espk/search/space.py)"
+    )
+    search_params: list[str] = option(
+        default_factory=list,
+        help="search only these options (default: every searchable option not fixed)",
+    )
+    search_seed: int = option(0, help="seed of the optimizer")
+    threads_per_trial: int | None = option(
+        None, help="torch threads in each trial (default: torch's)"
+    )
+
+
+@dataclasses.dataclass
+class ParallelOptions(SearchOptions):
+    """Search options plus where and how the trial jobs run."""
+
+    hp_workers: int = option(4, help="trials running at once")
+    cluster: str = option(
+        "slurm",
+        choices=["slurm", "local"],
+        help="slurm: Slurm jobs via submitit; local: subprocesses on this machine",
+    )
+    partition: str | None = option(None, help="Slurm partition")
+    gpus_per_node: int = option(0, help="GPUs per trial job")
+    cpus_per_task: int = option(1, help="CPUs per trial job")
+    mem_gb: float | None = option(None, help="memory per trial job (GB)")
+    timeout_min: int = option(
+        60,
+        help="time limit per trial job; near it the job is requeued and resumes from its checkpoint",
+    )
+    account: str | None = option(None, help="Slurm account")
+    qos: str | None = option(None, help="Slurm QoS")
+    sbatch: list[str] = option(
+        default_factory=list, help="extra sbatch options as KEY=VALUE (e.g. constraint=a100)"
+    )
+    max_requeues: int = option(
+        3, help="requeues of a timed-out/preempted trial before it counts as failed"
+    )
+    poll_seconds: float = option(2.0, help="seconds between job status checks")
+
+
+def parse(
+    options_cls: type, argv: Sequence[str] | None, prog: str
+) -> tuple[Any, TrainConfig, set[str]]:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(options_cls, __doc__ or "", prog, config_flag=False, add_help=False)
+    if "-h" in argv or "--help" in argv:
+        print(parser.format_help())
+        print("\nTrial options: every train.py flag (python train.py --help).")
+        raise SystemExit(0)
+    namespace, rest = parser.parse_known_args(argv)
+    options = options_cls(
+        **{f.name: getattr(namespace, f.name) for f in dataclasses.fields(options_cls)}
+    )
+    train_config, explicit = parse_explicit(
+        TrainConfig, rest, "trial options (train.py flags)", prog
+    )
+    score, _, metric = options.objective.partition("/")
+    if score not in ("cosine", "learned", "fused") or metric not in METRICS:
+        raise ConfigError(
+            f"--objective {options.objective!r}: use SCORE/METRIC, e.g. fused/eer or cosine/min_dcf@0.01"
+        )
+    if not train_config.valid_hdf_file:
+        raise ConfigError(
+            "a search needs --valid-hdf-file: trials are compared on validation metrics"
+        )
+    return options, train_config, explicit
+
+
+def finish(setup: SearchSetup, state_records: list[dict[str, Any]], penalty: float) -> int:
+    print(report.summary_table(state_records, setup.objective))
+    plot = report.plot_objective(setup.search_dir, state_records, setup.objective, penalty)
+    best = report.write_best(setup.search_dir, state_records, setup.base_config)
+    print(
+        f"trials: {setup.search_dir / 'trials.jsonl'}  plot: {plot}  TensorBoard HParams: {setup.search_dir / 'tb'}"
+    )
+    if best is None:
+        print("no trial succeeded")
+        return 1
+    print(f"best config: {best[0]}\nretrain it:  {best[1]}")
+    return 0
+
+
+def setup_search(
+    options: SearchOptions,
+    train_config: TrainConfig,
+    explicit: set[str],
+    executor: Any,
+    cluster: str,
+    workers: int,
+    poll: float,
+) -> SearchSetup:
+    search_dir = Path(options.search_dir)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    save_config(options, search_dir / "search_options.yaml")
+    base = config_to_dict(train_config)
+    return SearchSetup(
+        search_dir=search_dir,
+        space=build_space(explicit, options.space_file, options.search_params or None),
+        base_config=base,
+        objective=options.objective,
+        optimizer_name=options.search_optimizer,
+        budget=options.budget,
+        workers=workers,
+        failure_penalty=options.failure_penalty,
+        executor=executor,
+        cluster=cluster,
+        threads_per_trial=options.threads_per_trial,
+        poll_seconds=poll,
+        progress=train_config.progress,
+        seed=options.search_seed,
+    )
+
+
+@user_errors_exit_cleanly
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    options, train_config, explicit = parse(SearchOptions, argv, "hp_search.py")
+    setup = setup_search(options, train_config, explicit, InlineExecutor(), "inline", 1, 0.0)
+    state = run_search(setup)
+    return finish(setup, state.records, options.failure_penalty)
+
+
+@user_errors_exit_cleanly
+def main_parallel(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    options, train_config, explicit = parse(ParallelOptions, argv, "hp_search_slurm.py")
+    cluster = ClusterOptions(
+        options.cluster,
+        options.partition,
+        options.gpus_per_node,
+        options.cpus_per_task,
+        options.mem_gb,
+        options.timeout_min,
+        options.account,
+        options.qos,
+        list(options.sbatch),
+        options.max_requeues,
+    )
+    executor = submitit_executor(Path(options.search_dir) / "jobs", cluster)
+    if options.threads_per_trial is None:
+        options.threads_per_trial = options.cpus_per_task
+    setup = setup_search(
+        options,
+        train_config,
+        explicit,
+        executor,
+        options.cluster,
+        options.hp_workers,
+        options.poll_seconds,
+    )
+    state = run_search(setup)
+    return finish(setup, state.records, options.failure_penalty)

@@ -1,0 +1,129 @@
+"""Where trials run: in this process (serial search) or through submitit (local or Slurm).
+
+Any object with ``submit(fn, *args)`` returning a job with ``done()``, ``result()`` and
+``job_id`` works; the search driver does not know which it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.local.local import LocalJob
+
+from e2espk.errors import ConfigError
+
+
+class InlineJob:
+    """A trial already run in this process (serial search)."""
+
+    def __init__(self, job_id: str, value: Any = None, error: BaseException | None = None) -> None:
+        self.job_id = job_id
+        self._value = value
+        self._error = error
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class InlineExecutor:
+    """Runs each submitted trial immediately, in this process; errors are kept for ``result()``."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> InlineJob:
+        self._count += 1
+        job_id = f"inline-{os.getpid()}-{self._count}"
+        try:
+            return InlineJob(job_id, value=fn(*args, **kwargs))
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # a failing trial must not stop the search
+            error.add_note("".join(traceback.format_exception(error)[-8:]))
+            return InlineJob(job_id, error=error)
+
+
+@dataclasses.dataclass
+class ClusterOptions:
+    """Resources of each trial job (submitit parameters)."""
+
+    cluster: str = "slurm"  # slurm | local
+    partition: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float | None = None
+    timeout_min: int = 60
+    account: str | None = None
+    qos: str | None = None
+    sbatch: list[str] = dataclasses.field(default_factory=list)  # extra KEY=VALUE sbatch options
+    max_requeues: int = 3
+
+
+def submitit_executor(folder: Path, options: ClusterOptions) -> submitit.AutoExecutor:
+    """A submitit executor for trial jobs; no sbatch script is written by hand."""
+    if options.cluster not in ("slurm", "local"):
+        raise ConfigError(f"--cluster {options.cluster!r}: use slurm or local")
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
+    extra: dict[str, Any] = {}
+    for item in options.sbatch:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--sbatch expects KEY=VALUE, got {item!r}")
+        extra[key.strip().lstrip("-").replace("-", "_")] = value
+    params: dict[str, Any] = {
+        "name": "e2espk-trial",
+        "timeout_min": options.timeout_min,
+        "gpus_per_node": options.gpus_per_node,
+        "cpus_per_task": options.cpus_per_task,
+    }
+    if options.mem_gb:
+        params["mem_gb"] = options.mem_gb
+    if options.cluster == "slurm":
+        params |= {"slurm_max_num_timeout": options.max_requeues}
+        named: tuple[tuple[str, str | None], ...] = (
+            ("slurm_partition", options.partition),
+            ("slurm_account", options.account),
+            ("slurm_qos", options.qos),
+        )
+        for name, setting in named:
+            if setting:
+                params[name] = setting
+        if extra:
+            params["slurm_additional_parameters"] = extra
+    executor.update_parameters(**params)
+    return executor
+
+
+def reattach(cluster: str, folder: Path, job_id: str) -> Any | None:
+    """The job of an earlier search process, if it can still be followed; else None (resubmit)."""
+    if cluster == "slurm":
+        return submitit.SlurmJob(folder=folder / "%j", job_id=job_id)
+    if cluster == "local":
+        job = OrphanLocalJob(folder / "%j", job_id)
+        return job if job.alive() or job.paths.result_pickle.exists() else None
+    return None
+
+
+class OrphanLocalJob(LocalJob):
+    """A local job whose search process was killed: followed by its pid and result pickle."""
+
+    def alive(self) -> bool:
+        try:
+            os.kill(int(self.job_id), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def done(self, force_check: bool = False) -> bool:
+        return self.paths.result_pickle.exists() or not self.alive()

@@ -1,0 +1,122 @@
+"""The hyperparameter search space as a nevergrad parametrization.
+
+Each searchable TrainConfig field has a default range here (registry ``SEARCH_SPACE``); a
+``--space-file`` YAML can change ranges or choices, and any option the user fixed on the
+command line (or in --config) leaves the space.
+
+Space-file syntax, one entry per TrainConfig field::
+
+    lr: {log: [1.0e-4, 1.0e-2]}      # log-uniform float
+    dropout_prob: {range: [0.0, 0.3]}  # uniform float
+    warmup: {int_range: [0, 500]}     # uniform integer
+    fusion: {choices: [concat, gating]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import nevergrad as ng
+import yaml
+
+from e2espk.errors import ConfigError
+from e2espk.registry import Registry
+from e2espk.training.config import TrainConfig
+
+ParameterFactory = Callable[[], ng.p.Parameter]
+SEARCH_SPACE: Registry[dict[str, Any]] = Registry("searchable hyperparameter")
+
+DEFAULT_RANGES: dict[str, dict[str, Any]] = {
+    "fusion": {"choices": ["concat", "cross_attention", "gating"]},
+    "feature_mode": {"choices": ["mfbe_pitch", "mfcc_pitch", "mfbe_only", "mfcc_only"]},
+    "backbone": {"choices": ["ecapa_tdnn", "tdnn", "resnet"]},
+    "optimizer": {"choices": ["adam", "adamw", "sgd_nesterov"]},
+    "lr": {"log": [1e-4, 1e-2]},
+    "l2": {"log": [1e-6, 1e-3]},
+    "momentum": {"range": [0.5, 0.99]},
+    "warmup": {"int_range": [0, 1000]},
+    "margin": {"range": [0.1, 0.4]},
+    "scale": {"range": [16.0, 64.0]},
+    "pair_weight": {"log": [0.1, 10.0]},
+    "latent_size": {"choices": [128, 192, 256]},
+    "hidden_size": {"choices": [64, 128, 256, 512]},
+    "n_hidden": {"choices": [1, 2, 3, 4]},
+    "dropout_prob": {"range": [0.0, 0.3]},
+    "n_frames": {"choices": [100, 200, 300]},
+    "batch_size": {"choices": [32, 64, 128]},
+    "ndiscriminators": {"choices": [1, 2, 4]},
+    "rproj_size": {"choices": [0, 64, 128]},
+}
+for _name, _spec in DEFAULT_RANGES.items():
+    SEARCH_SPACE.register(_name)(_spec)
+
+
+def parameter(name: str, spec: Mapping[str, Any]) -> ng.p.Parameter:
+    """One nevergrad parameter from a range spec (choices / log / range / int_range)."""
+    if len(spec) != 1:
+        raise ConfigError(
+            f"search space {name!r}: give exactly one of choices, log, range, int_range; got {sorted(spec)}"
+        )
+    kind, values = next(iter(spec.items()))
+    if kind == "choices":
+        if not values:
+            raise ConfigError(f"search space {name!r}: empty choices")
+        return ng.p.Choice(list(values))
+    if kind in ("log", "range", "int_range"):
+        low, high = values
+        if not low < high:
+            raise ConfigError(f"search space {name!r}: {kind} needs low < high, got {values}")
+        if kind == "log":
+            return ng.p.Log(lower=float(low), upper=float(high))
+        scalar = ng.p.Scalar(lower=float(low), upper=float(high))
+        return scalar.set_integer_casting() if kind == "int_range" else scalar
+    raise ConfigError(
+        f"search space {name!r}: unknown kind {kind!r}; use choices, log, range or int_range"
+    )
+
+
+def load_space_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    path = Path(path)
+    try:
+        payload = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read the search space ({error})") from None
+    valid = {field.name for field in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(payload) - valid)
+    if unknown:
+        raise ConfigError(f"{path}: {', '.join(unknown)} are not train.py options")
+    return payload
+
+
+def build_space(
+    fixed: set[str], space_file: str | None = None, only: list[str] | None = None
+) -> ng.p.Dict:
+    """The parametrization over every searchable option the user did not fix."""
+    ranges: dict[str, dict[str, Any]] = {
+        name: SEARCH_SPACE.get(name) for name in SEARCH_SPACE.names()
+    }
+    if space_file:
+        ranges |= load_space_file(space_file)
+    if only:
+        unknown = sorted(set(only) - set(ranges))
+        if unknown:
+            raise ConfigError(
+                f"--search-params: no range for {', '.join(unknown)}; known: {', '.join(sorted(ranges))}"
+            )
+        ranges = {name: ranges[name] for name in only}
+    searched = {
+        name: parameter(name, spec) for name, spec in sorted(ranges.items()) if name not in fixed
+    }
+    if not searched:
+        raise ConfigError("every searchable option is fixed: nothing to search")
+    return ng.p.Dict(**searched)
+
+
+def plain(value: Any) -> Any:
+    """nevergrad values as YAML/JSON-friendly Python scalars."""
+    if hasattr(value, "item"):
+        return value.item()
+    return value
