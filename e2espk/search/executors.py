@@ -74,7 +74,8 @@ def submitit_executor(folder: Path, options: ClusterOptions) -> submitit.AutoExe
     """A submitit executor for trial jobs; no sbatch script is written by hand."""
     if options.cluster not in ("slurm", "local"):
         raise ConfigError(f"--cluster {options.cluster!r}: use slurm or local")
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster)
+    requeues = {"slurm_max_num_timeout": options.max_requeues} if options.cluster == "slurm" else {}
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster, **requeues)
     extra: dict[str, Any] = {}
     for item in options.sbatch:
         key, sep, value = item.partition("=")
@@ -90,7 +91,6 @@ def submitit_executor(folder: Path, options: ClusterOptions) -> submitit.AutoExe
     if options.mem_gb:
         params["mem_gb"] = options.mem_gb
     if options.cluster == "slurm":
-        params |= {"slurm_max_num_timeout": options.max_requeues}
         named: tuple[tuple[str, str | None], ...] = (
             ("slurm_partition", options.partition),
             ("slurm_account", options.account),
