@@ -7,6 +7,7 @@ the jobs still running rather than submit them again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -146,4 +147,37 @@ def test_killed_search_picks_up_running_jobs(demo_hdf: dict[str, Path], tmp_path
     submitted = [p for p in (search_dir / "jobs").iterdir() if p.name.isdigit()]
     assert len(submitted) == 3, (
         f"exactly one Slurm job per trial, got {sorted(p.name for p in submitted)}"
+    )
+
+
+def test_preempted_trial_is_requeued_and_resumes_its_training(
+    demo_hdf: dict[str, Path], tmp_path: Path
+) -> None:
+    from e2espk.search.executors import ClusterOptions, submitit_executor
+    from e2espk.search.objective import TrialRunner
+    from e2espk.training.config import TrainConfig
+    from tests.conftest import TINY_TRAIN
+
+    run_dir = tmp_path / "trial"
+    config = TrainConfig(
+        train_hdf_file=str(demo_hdf["train"]),
+        valid_hdf_file=str(demo_hdf["valid"]),
+        checkpoint_path=str(run_dir),
+        backbone="ecapa_tdnn_tiny",
+        epochs=6,
+        **TINY_TRAIN,
+    )  # type: ignore[arg-type]
+    executor = submitit_executor(tmp_path / "jobs", ClusterOptions(cluster="slurm", timeout_min=5))
+    job = executor.submit(TrialRunner(threads=1), dataclasses.asdict(config), "fused/eer")
+    deadline = time.time() + 120
+    while not (run_dir / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    assert (run_dir / "last.pt").exists(), "the trial checkpointed its first epoch"
+    job._interrupt()  # what Slurm preemption does: submitit checkpoints and requeues the job
+    outcome = job.result()
+    assert outcome.restarts >= 1, "the job was requeued"
+    assert outcome.epochs_run == 6
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == list(range(6)), (
+        "resumed, not restarted: each epoch once"
     )

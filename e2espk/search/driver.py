@@ -188,6 +188,8 @@ def collect(pending: Pending, job: Any, penalty: float) -> tuple[dict[str, Any],
         "hyperparameters": pending.hyperparameters,
         "job_id": pending.job_id,
         "run_dir": pending.config["checkpoint_path"],
+        "submitted_at": pending.submitted_at,
+        "done_seen_at": time.time(),  # when the driver saw the job finish
     }
     try:
         outcome: TrialOutcome = job.result()
