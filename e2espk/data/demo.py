@@ -3,7 +3,10 @@
 Every utterance mixes four sources of variation, so verification is learnable but not trivial:
 a speaker identity (fixed per speaker), a session/channel (shared by a few utterances of one
 speaker, like a VoxCeleb video), time-varying "phonetic" content (an AR(1) process) and frame
-noise. Both streams see the same latent variables:
+noise. The speaker acts twice: a stationary offset (what mean pooling sees, and what cepstral
+mean normalisation removes along with the channel) and a speaker-specific gain on the content
+dimensions (how the frames move, which only a trained model picks up). Both streams see the
+same latent variables:
 
 - PTM-like hidden states at 50 Hz, [frames, layers, dims]: speaker information peaks in the
   middle layers and content in the upper ones, as in WavLM/HuBERT layer analyses;
@@ -40,6 +43,10 @@ class DemoConfig:
     ptm_dims: int = option(64, help="PTM dims per layer (WavLM base: 768; small for the demo)")
     speaker_strength: float = option(0.6, help="scale of the speaker component (higher = easier)")
     session_strength: float = option(0.7, help="scale of the session/channel component")
+    style_strength: float = option(
+        1.0,
+        help="how much a speaker modulates the time-varying content (0: speaker is a stationary offset only)",
+    )
     seed: int = option(0, help="random seed")
 
 
@@ -92,6 +99,9 @@ class DemoGenerator:
         self.ptm_speaker = rng.standard_normal((layers, LATENT, dims)) * scale
         self.ptm_session = rng.standard_normal((layers, LATENT, dims)) * scale
         self.ptm_content = rng.standard_normal((layers, LATENT, dims)) * scale
+        # speakers also differ in how they articulate: a speaker-specific gain on each content
+        # dimension. It changes the frames' dynamics, not their mean, so mean pooling misses it.
+        self.speaker_style = rng.standard_normal((LATENT, LATENT)) * scale
         basis = _smooth_basis(80, 12)
         self.mel_speaker = rng.standard_normal((LATENT, 12)) @ basis.T * 0.5
         self.mel_session = rng.standard_normal((LATENT, 12)) @ basis.T * 0.5
@@ -105,7 +115,8 @@ class DemoGenerator:
         """All streams of one utterance, consistent in time (50 Hz PTM, 100 Hz handcrafted)."""
         cfg = self.config
         ptm_frames = max(int(seconds * 50), 2)
-        content = _content(rng, ptm_frames)
+        style = 1.0 + cfg.style_strength * np.tanh(speaker @ self.speaker_style)  # (LATENT,)
+        content = _content(rng, ptm_frames) * style
         spk = cfg.speaker_strength * speaker
         ses = cfg.session_strength * session
         ptm = (

@@ -209,6 +209,8 @@ def collect(pending: Pending, job: Any, penalty: float) -> tuple[dict[str, Any],
         "epochs_run": outcome.epochs_run,
         "duration_s": outcome.duration_s,
         "restarts": outcome.restarts,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
     }
     return record, outcome.value
 

@@ -28,6 +28,8 @@ class TrialOutcome:
     run_dir: str
     duration_s: float
     restarts: int  # times this trial was requeued and resumed
+    started_at: float = 0.0  # wall clock in the job when the trial started (last start if requeued)
+    finished_at: float = 0.0  # ... and when it returned
 
 
 def objective_key(objective: str) -> str:
@@ -47,6 +49,7 @@ class TrialRunner(submitit.helpers.Checkpointable):
         from e2espk.training.trainer import train
 
         self.restarts += 1
+        started_at = time.time()
         if self.threads:
             torch.set_num_threads(self.threads)
         started = time.perf_counter()
@@ -68,4 +71,6 @@ class TrialRunner(submitit.helpers.Checkpointable):
             run_dir=str(result.run_dir),
             duration_s=time.perf_counter() - started,
             restarts=self.restarts,
+            started_at=started_at,
+            finished_at=time.time(),
         )
