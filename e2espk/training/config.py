@@ -108,6 +108,10 @@ class TrainConfig:
     # optimisation
     optimizer: str = option("adam", choices=OPTIMIZERS.choices(), help="optimizer")
     lr: float = option(1e-3, help="peak learning rate")
+    layer_weight_lr_scale: float = option(
+        10.0,
+        help="learning-rate multiplier of the PTM layer weights (they must move far in few steps)",
+    )
     momentum: float = option(0.9, help="SGD momentum / Adam beta1")
     l2: float = option(1e-5, help="weight decay")
     warmup: int = option(100, help="linear warmup steps")

@@ -114,7 +114,7 @@ class LRSchedule:
     def apply(self, step: int) -> float:
         lr = self.lr_at(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def observe(self, metric: float) -> None:
