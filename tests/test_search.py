@@ -187,3 +187,33 @@ def test_local_parallel_search(demo_hdf: dict[str, Path], tmp_path: Path) -> Non
     )
     assert len({r["job_id"] for r in records}) == 3, "every trial ran as its own submitit job"
     assert all((Path(r["run_dir"]) / "best.pt").exists() for r in records)
+
+
+def test_repeated_points_are_not_trained_again(demo_hdf: dict[str, Path], tmp_path: Path) -> None:
+    (tmp_path / "space.yaml").write_text(
+        yaml.safe_dump({"fusion": {"choices": ["concat", "gating"]}})
+    )
+    args = search_args(
+        demo_hdf,
+        tmp_path / "s",
+        2,
+        "--search-optimizer",
+        "RandomSearch",
+        "--space-file",
+        str(tmp_path / "space.yaml"),
+        "--search-params",
+        "fusion",
+    )
+    assert hp_search(args) == 0
+    records = [
+        json.loads(line) for line in (tmp_path / "s" / "trials.jsonl").read_text().splitlines()
+    ]
+    assert sorted(r["hyperparameters"]["fusion"] for r in records) == ["concat", "gating"], (
+        "the second trial is a new point"
+    )
+    state = driver.SearchState.load(tmp_path / "s" / driver.STATE_FILE)
+    assert hp_search([*args[:1], "3", *args[2:]]) == 0, "resuming replays the repeated asks too"
+    assert (
+        len(driver.SearchState.load(tmp_path / "s" / driver.STATE_FILE).records) == 3
+        and len(state.records) == 2
+    )

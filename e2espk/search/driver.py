@@ -136,14 +136,14 @@ def load_or_create(setup: SearchSetup) -> SearchState:
     return state
 
 
-def replay(optimizer: Any, events: list[list[Any]]) -> dict[int, Any]:
+def replay(optimizer: Any, events: list[list[Any]]) -> dict[Any, Any]:
     """Replay asks and tells; returns the candidates of trials still in flight.
 
     A replayed ask must give the recorded point. If the optimizer is not deterministic, the
     recorded point is told as a point the optimizer did not ask for (nevergrad supports this for
     most optimizers) so no result is lost.
     """
-    candidates: dict[int, Any] = {}
+    candidates: dict[Any, Any] = {}
     exact = True
     for kind, trial, payload in events:
         if kind == "ask":
@@ -215,6 +215,33 @@ def collect(pending: Pending, job: Any, penalty: float) -> tuple[dict[str, Any],
     return record, outcome.value
 
 
+MAX_REPEATED_ASKS = 20
+
+
+def ask_new_point(state: SearchState, optimizer: Any) -> tuple[Any, dict[str, Any]]:
+    """Ask for a point no trial has finished yet (many optimizers re-propose points).
+
+    A repeated point is told its known value at once, without training again; the exchange is
+    logged like any other so that replaying the history rebuilds the same optimizer.
+    """
+    known = {
+        json.dumps(r["hyperparameters"], sort_keys=True): r
+        for r in state.records
+        if r["status"] == "ok"
+    }
+    for attempt in range(MAX_REPEATED_ASKS):
+        candidate = optimizer.ask()
+        hyperparameters = {name: plain(value) for name, value in candidate.value.items()}
+        previous = known.get(json.dumps(hyperparameters, sort_keys=True))
+        if previous is None or attempt == MAX_REPEATED_ASKS - 1:
+            return candidate, hyperparameters
+        repeat = f"repeat-{len(state.events)}"
+        optimizer.tell(candidate, previous["value"])
+        state.events += [["ask", repeat, hyperparameters], ["tell", repeat, previous["value"]]]
+        LOG.info("optimizer re-proposed trial %d's point; told its value again", previous["trial"])
+    raise AssertionError("unreachable")
+
+
 def submit(
     setup: SearchSetup,
     state: SearchState,
@@ -222,10 +249,9 @@ def submit(
     candidates: dict[int, Any],
     runner: TrialRunner,
 ) -> Any:
-    candidate = optimizer.ask()
+    candidate, hyperparameters = ask_new_point(state, optimizer)
     trial = state.next_trial
     state.next_trial += 1
-    hyperparameters = {name: plain(value) for name, value in candidate.value.items()}
     config = (
         setup.base_config
         | hyperparameters
