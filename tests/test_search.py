@@ -187,6 +187,13 @@ def test_local_parallel_search(demo_hdf: dict[str, Path], tmp_path: Path) -> Non
     )
     assert len({r["job_id"] for r in records}) == 3, "every trial ran as its own submitit job"
     assert all((Path(r["run_dir"]) / "best.pt").exists() for r in records)
+    best = yaml.safe_load((tmp_path / "s" / "best_config.yaml").read_text())
+    assert best["threads"] == 1, "trials ran with --cpus-per-task 1 threads; the config records it"
+    from e2espk.training.config import TrainConfig
+    from e2espk.training.trainer import train
+
+    retrained = train(TrainConfig(**{**best, "checkpoint_path": str(tmp_path / "retrain")}))
+    assert retrained.best_metric == min(r["value"] for r in records), "the best config reproduces its trial"
 
 
 def test_repeated_points_are_not_trained_again(demo_hdf: dict[str, Path], tmp_path: Path) -> None:

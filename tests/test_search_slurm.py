@@ -168,7 +168,7 @@ def test_preempted_trial_is_requeued_and_resumes_its_training(
         **TINY_TRAIN,
     )  # type: ignore[arg-type]
     executor = submitit_executor(tmp_path / "jobs", ClusterOptions(cluster="slurm", timeout_min=5))
-    job = executor.submit(TrialRunner(threads=1), dataclasses.asdict(config), "fused/eer")
+    job = executor.submit(TrialRunner(), dataclasses.asdict(config), "fused/eer")
     deadline = time.time() + 120
     while not (run_dir / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)

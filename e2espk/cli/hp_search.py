@@ -140,6 +140,10 @@ def setup_search(
     search_dir.mkdir(parents=True, exist_ok=True)
     save_config(options, search_dir / "search_options.yaml")
     base = config_to_dict(train_config)
+    if options.threads_per_trial:
+        base["threads"] = (
+            options.threads_per_trial
+        )  # recorded, so best_config.yaml reproduces the trial
     return SearchSetup(
         search_dir=search_dir,
         space=build_space(explicit, options.space_file, options.search_params or None),
@@ -151,7 +155,6 @@ def setup_search(
         failure_penalty=options.failure_penalty,
         executor=executor,
         cluster=cluster,
-        threads_per_trial=options.threads_per_trial,
         poll_seconds=poll,
         progress=train_config.progress,
         seed=options.search_seed,

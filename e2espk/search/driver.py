@@ -94,7 +94,6 @@ class SearchSetup:
     failure_penalty: float
     executor: Any  # has submit(fn, *args)
     cluster: str  # inline | local | slurm (for re-attaching jobs)
-    threads_per_trial: int | None = None
     poll_seconds: float = 2.0
     progress: bool = True
     seed: int = 0
@@ -285,7 +284,7 @@ def run_search(
     state = load_or_create(setup)
     optimizer = make_optimizer(setup)
     candidates = replay(optimizer, state.events)
-    runner = TrialRunner(setup.threads_per_trial)
+    runner = TrialRunner()
     jobs: dict[int, Any] = {}
     for trial, pending in list(state.pending.items()):
         job = reattach(setup.cluster, setup.search_dir / "jobs", pending.job_id)

@@ -39,19 +39,14 @@ def objective_key(objective: str) -> str:
 class TrialRunner(submitit.helpers.Checkpointable):
     """Train with a config dict and return a TrialOutcome; resumable after requeue."""
 
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
+    def __init__(self) -> None:
         self.restarts = -1
 
     def __call__(self, config: dict[str, Any], objective: str) -> TrialOutcome:
-        import torch
-
         from e2espk.training.trainer import train
 
         self.restarts += 1
         started_at = time.time()
-        if self.threads:
-            torch.set_num_threads(self.threads)
         started = time.perf_counter()
         train_config = TrainConfig(
             **{**config, "resume": True, "select_metric": objective, "progress": False}

@@ -149,6 +149,10 @@ class TrainConfig:
     )
     resume: bool = option(False, help="continue from CHECKPOINT_PATH/last.pt if it exists")
     seed: int = option(0, help="random seed")
+    threads: int | None = option(
+        None,
+        help="torch CPU threads (default: torch's); CPU results depend on it, so a run is reproduced with the same value",
+    )
     device: str = option("auto", help="auto, cpu, cuda, cuda:1, ...")
     progress: bool = option(True, help="progress bars")
 

@@ -168,6 +168,8 @@ def train(config: TrainConfig) -> TrainResult:
     config.validate()
     device = resolve_device(config.device)
     amp_dtype = resolve_amp(config.amp, device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     train_corpus = Corpus(config.train_hdf_file)
     layout = resolve_layout(train_corpus, config.mode, config.feature_mode)
