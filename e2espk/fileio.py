@@ -31,6 +31,8 @@ def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files; keep the mode of what we replace, else 0644
+            os.chmod(tmp, final.stat().st_mode & 0o777 if final.exists() else 0o644)
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

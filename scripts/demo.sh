@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-demo_out}
 PY=${PYTHON:-python}
-EPOCHS=${DEMO_EPOCHS:-20}
+EPOCHS=${DEMO_EPOCHS:-30}
 
 echo "== 1/6 generate the demo corpus in $OUT/corpus"
 $PY data_prep.py demo --out-dir "$OUT/corpus"
@@ -29,7 +29,8 @@ rm -rf "$OUT/run"
 $PY train.py \
   --train-hdf-file "$OUT/hdf/demo_train.hdf" --valid-hdf-file "$OUT/hdf/demo_valid.hdf" \
   --mode fusion --fusion concat --feature-mode mfbe_pitch --backbone ecapa_tdnn_tiny \
-  --batch-size 32 --epochs "$EPOCHS" --checkpoint-path "$OUT/run" --no-progress
+  --batch-size 32 --epochs "$EPOCHS" --lr 0.003 --warmup 20 --dropout-prob 0.1 \
+  --checkpoint-path "$OUT/run" --no-progress
 
 echo "== 5/6 eval on the held-out speakers (trials built from the valid file), AS-norm with the train cohort"
 $PY eval.py --cp-path "$OUT/run/best.pt" --test-hdf-file "$OUT/hdf/demo_valid.hdf" \

@@ -193,7 +193,9 @@ def test_local_parallel_search(demo_hdf: dict[str, Path], tmp_path: Path) -> Non
     from e2espk.training.trainer import train
 
     retrained = train(TrainConfig(**{**best, "checkpoint_path": str(tmp_path / "retrain")}))
-    assert retrained.best_metric == min(r["value"] for r in records), "the best config reproduces its trial"
+    assert retrained.best_metric == min(r["value"] for r in records), (
+        "the best config reproduces its trial"
+    )
 
 
 def test_repeated_points_are_not_trained_again(demo_hdf: dict[str, Path], tmp_path: Path) -> None:
