@@ -19,4 +19,4 @@ if [ "${E2ESPK_SKIP_SLURM:-0}" != 1 ]; then
   trap 'bash scripts/slurm_local.sh down || true' EXIT
   bash scripts/slurm_local.sh up || echo "warning: local Slurm did not start; the slurm tests will skip"
 fi
-$PY -m pytest -q "$@"
+$PY -m pytest -q --durations=15 "$@"

@@ -9,10 +9,12 @@ was never interrupted (fixed seed, CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +161,28 @@ def model_summary(model: torch.nn.Module, loss: torch.nn.Module) -> str:
     return f"{model}\n\nembedding model parameters: {count(model):,}\ntraining-only parameters (head, verifier): {count(loss):,}\n"
 
 
-def _metric(metrics: dict[str, float], name: str) -> float | None:
-    return metrics.get(name)
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` CPU threads, then restore the caller's setting."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def train(config: TrainConfig) -> TrainResult:
     """Train a speaker embedding model (and its verification network) as ``config`` says."""
     config.validate()
+    with torch_threads(config.threads):
+        return _train(config)
+
+
+def _train(config: TrainConfig) -> TrainResult:
     device = resolve_device(config.device)
     amp_dtype = resolve_amp(config.amp, device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     seed_everything(config.seed)
     train_corpus = Corpus(config.train_hdf_file)
     layout = resolve_layout(train_corpus, config.mode, config.feature_mode)
