@@ -20,19 +20,9 @@ from e2espk.training import trainer as trainer_module
 from e2espk.training.checkpoint import load_checkpoint
 from e2espk.training.config import TrainConfig
 from e2espk.training.trainer import seed_everything, train
+from tests.conftest import TINY_TRAIN
 
-TINY = {
-    "batch_size": 4,
-    "utts_per_speaker": 2,
-    "n_frames": 60,
-    "encoder_size": 16,
-    "latent_size": 8,
-    "hidden_size": 8,
-    "warmup": 2,
-    "progress": False,
-    "valid_batch_size": 8,
-    "valid_window_seconds": 1.0,
-}
+TINY = TINY_TRAIN
 
 
 def config(demo_hdf: dict[str, Path], run: Path, **overrides: object) -> TrainConfig:

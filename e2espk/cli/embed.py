@@ -14,7 +14,6 @@ from e2espk.data.corpus import Corpus
 from e2espk.data.features import check_compatible
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_text_atomic
-from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.export import EMBEDDING_WRITERS, format_of, speaker_mean_embeddings
 from e2espk.training.checkpoint import load_embedding_system
 
@@ -72,17 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(config.out)
     fmt = format_of(out, config.format)
     rows = selected_rows(corpus, config.utt_list)
-    window = config.window_seconds or float(system.train_config.get("valid_window_seconds", 4.0))
-    embeddings = extract_embeddings(
-        system.model,
-        corpus,
-        system.layout,
-        rows.tolist(),
-        window,
-        config.batch_size,
-        device,
-        system.cmvn,
-        config.progress,
+    embeddings = system.embed(
+        corpus, rows, config.window_seconds, config.batch_size, device, config.progress
     )
     ids = corpus.utterances[rows].tolist()
     speakers = corpus.speakers[corpus.speaker_of[rows]].tolist()

@@ -23,7 +23,6 @@ from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import atomic_path, write_json_atomic
 from e2espk.scoring import asnorm
 from e2espk.scoring.calibration import LogisticCalibration
-from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.plots import plot_det, plot_score_histograms
 from e2espk.scoring.scores import fuse, score_all
@@ -150,7 +149,7 @@ def resolve_trials(config: EvalConfig, corpus: Corpus, path: str | None) -> tupl
 
 
 def cohort_embeddings(
-    config: EvalConfig, system: EmbeddingSystem, window: float, device: torch.device
+    config: EvalConfig, system: EmbeddingSystem, device: torch.device
 ) -> np.ndarray:
     corpus = Corpus(config.cohort_hdf_file or "")
     check_compatible(system.layout, corpus)
@@ -161,16 +160,8 @@ def cohort_embeddings(
                 rows, config.cohort_max_utterances, replace=False
             )
         )
-    embeddings = extract_embeddings(
-        system.model,
-        corpus,
-        system.layout,
-        rows.tolist(),
-        window,
-        config.batch_size,
-        device,
-        system.cmvn,
-        config.progress,
+    embeddings = system.embed(
+        corpus, rows, config.window_seconds, config.batch_size, device, config.progress
     )
     return asnorm.speaker_means(embeddings, corpus.speaker_of[rows])
 
@@ -234,19 +225,11 @@ def score_trials(
     """Embed the union of the trial sets' utterances once, then score each set."""
     needed = sorted(set().union(*(t.utterances() for t in trial_sets)), key=corpus.utterance_row)
     position = {utt: k for k, utt in enumerate(needed)}
-    window = config.window_seconds or float(system.train_config.get("valid_window_seconds", 4.0))
-    embeddings = extract_embeddings(
-        system.model,
-        corpus,
-        system.layout,
-        [corpus.utterance_row(u) for u in needed],
-        window,
-        config.batch_size,
-        device,
-        system.cmvn,
-        config.progress,
+    rows = [corpus.utterance_row(u) for u in needed]
+    embeddings = system.embed(
+        corpus, rows, config.window_seconds, config.batch_size, device, config.progress
     )
-    cohort = cohort_embeddings(config, system, window, device) if config.cohort_hdf_file else None
+    cohort = cohort_embeddings(config, system, device) if config.cohort_hdf_file else None
     results = []
     for trials in trial_sets:
         idx = (

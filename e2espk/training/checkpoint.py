@@ -87,6 +87,32 @@ class EmbeddingSystem:
     def cmvn(self) -> str:
         return str(self.train_config.get("cmvn", "mean"))
 
+    def embed(
+        self,
+        corpus: Any,
+        rows: Any,
+        window_seconds: float | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        progress: bool = False,
+    ) -> Any:
+        """Embeddings of ``rows`` of ``corpus`` with this model's input layout and CMN; windows
+        default to the length the model was validated with."""
+        from e2espk.scoring.embedding import extract_embeddings
+
+        window = window_seconds or float(self.train_config.get("valid_window_seconds", 4.0))
+        return extract_embeddings(
+            self.model,
+            corpus,
+            self.layout,
+            [int(r) for r in rows],
+            window,
+            batch_size,
+            device,
+            self.cmvn,
+            progress,
+        )
+
 
 def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") -> EmbeddingSystem:
     """Rebuild the embedding model (and verification network) from a checkpoint alone."""
