@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -180,25 +180,80 @@ def train(config: TrainConfig) -> TrainResult:
         return _train(config)
 
 
-def _train(config: TrainConfig) -> TrainResult:
-    device = resolve_device(config.device)
+@dataclasses.dataclass
+class Run:
+    """Everything one training run holds, and where it stands (for checkpoints and resume)."""
+
+    config: TrainConfig
+    corpus: Corpus
+    layout: InputLayout
+    model_config: Any
+    valid: ValidationSet | None
+    sampler: SpeakerBatchSampler
+    loader: Any
+    run_dir: Path
+    opt: Optimization
+    verifier: PairVerifier | None
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best: float | None = None
+    best_epoch: int | None = None
+    start_epoch: int = 0
+    bad_epochs: int = 0
+
+
+def build_optimization(
+    config: TrainConfig,
+    model: torch.nn.Module,
+    loss: JointLoss,
+    steps_per_epoch: int,
+    device: torch.device,
+) -> Optimization:
+    """Optimizer (PTM layer weights in their own group), lr schedule and AMP scaler."""
     amp_dtype = resolve_amp(config.amp, device)
+    optimizer = OPTIMIZERS.build(
+        config.optimizer,
+        params=parameter_groups(model, loss, config.layer_weight_lr_scale),
+        lr=config.lr,
+        weight_decay=config.l2,
+        momentum=config.momentum,
+    )
+    spec = ScheduleSpec(
+        config.lr,
+        config.epochs * steps_per_epoch,
+        config.warmup,
+        config.min_lr_ratio,
+        config.step_every,
+        config.step_gamma,
+        config.plateau_patience,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    return Optimization(
+        model,
+        loss,
+        optimizer,
+        LRSchedule(config.scheduler, spec, optimizer),
+        scaler,
+        device,
+        amp_dtype,
+        config.max_gnorm,
+    )
+
+
+def build_run(config: TrainConfig) -> Run:
+    """Data, model, losses and optimizer, built in a fixed order (the RNG streams depend on it)."""
+    device = resolve_device(config.device)
+    resolve_amp(config.amp, device)  # reject bad --amp before reading any data
     seed_everything(config.seed)
-    train_corpus = Corpus(config.train_hdf_file)
-    layout = resolve_layout(train_corpus, config.mode, config.feature_mode)
+    corpus = Corpus(config.train_hdf_file)
+    layout = resolve_layout(corpus, config.mode, config.feature_mode)
     model_config = config.model_config(layout)
     valid = validation_set(config, layout)
     sampler = SpeakerBatchSampler(
-        train_corpus.speaker_offsets, config.batch_size, config.utts_per_speaker, config.seed
+        corpus.speaker_offsets, config.batch_size, config.utts_per_speaker, config.seed
     )
-    loader = training_loader(
-        CropDataset(train_corpus, layout, config.crop_seconds(layout), config.cmvn),
-        sampler,
-        config.workers,
-        device.type == "cuda",
-    )
+    dataset = CropDataset(corpus, layout, config.crop_seconds(layout), config.cmvn)
+    loader = training_loader(dataset, sampler, config.workers, device.type == "cuda")
     run_dir = prepare_run_dir(config)
-
     model = build_speaker_model(model_config).to(device)
     verifier = (
         build_pair_verifier(config.verifier_config(), model_config.latent_size)
@@ -210,134 +265,127 @@ def _train(config: TrainConfig) -> TrainResult:
         head = MARGIN_HEADS.build(
             config.softmax,
             embedding_dim=model_config.latent_size,
-            n_classes=len(train_corpus.speakers),
+            n_classes=len(corpus.speakers),
             margin=config.margin,
             scale=config.scale,
             label_smoothing=config.smoothing,
         )
     loss = JointLoss(head, verifier, config.margin_weight, config.pair_weight).to(device)
-    optimizer = OPTIMIZERS.build(
-        config.optimizer,
-        params=parameter_groups(model, loss, config.layer_weight_lr_scale),
-        lr=config.lr,
-        weight_decay=config.l2,
-        momentum=config.momentum,
-    )
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
-    spec = ScheduleSpec(
-        config.lr,
-        config.epochs * steps_per_epoch,
-        config.warmup,
-        config.min_lr_ratio,
-        config.step_every,
-        config.step_gamma,
-        config.plateau_patience,
+    opt = build_optimization(config, model, loss, steps_per_epoch, device)
+    return Run(config, corpus, layout, model_config, valid, sampler, loader, run_dir, opt, verifier)
+
+
+def resume(run: Run) -> None:
+    """Continue from ``last.pt``: weights, optimizer, schedule, scaler, RNGs, history."""
+    path = run.run_dir / "last.pt"
+    state = load_checkpoint(path, run.opt.device)
+    if state["model_config"] != run.model_config.to_dict():
+        raise ConfigError(
+            f"{path} was trained with another model config; cannot --resume with these flags"
+        )
+    run.opt.model.load_state_dict(state["model"])
+    run.opt.loss.load_state_dict(state["loss"])
+    run.opt.optimizer.load_state_dict(state["optimizer"])
+    run.opt.schedule.load_state_dict(state["schedule"])
+    run.opt.scaler.load_state_dict(state["scaler"])
+    run.opt.step, run.start_epoch = state["step"], state["epoch"] + 1
+    run.history, run.best, run.best_epoch = (
+        state["history"],
+        state["best_metric"],
+        state["best_epoch"],
     )
-    opt = Optimization(
-        model,
-        loss,
-        optimizer,
-        LRSchedule(config.scheduler, spec, optimizer),
-        torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
-        device,
-        amp_dtype,
-        config.max_gnorm,
+    restore_rng_state(state["rng"])
+    LOG.info("resumed %s at epoch %d (step %d)", run.run_dir, run.start_epoch, run.opt.step)
+
+
+def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
+    """The full state: enough to resume, and to rebuild the embedding model alone."""
+    opt, config = run.opt, run.config
+    return {
+        "model_config": run.model_config.to_dict(), "layout": run.layout.to_dict(),
+        "verifier_config": config.verifier_config().to_dict() if run.verifier else None,
+        "train_config": config_to_dict(config), "speakers": run.corpus.speakers.tolist(),
+        "model": opt.model.state_dict(), "verifier": run.verifier.state_dict() if run.verifier else None,
+        "loss": opt.loss.state_dict(), "optimizer": opt.optimizer.state_dict(), "schedule": opt.schedule.state_dict(),
+        "scaler": opt.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": opt.step,
+        "best_metric": run.best, "best_epoch": run.best_epoch, "history": run.history,
+    }  # fmt: skip
+
+
+def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
+    """Train one epoch, validate, log; returns the history entry."""
+    config, opt = run.config, run.opt
+    started = time.perf_counter()
+    run.sampler.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(
+        config.seed * 100003 + epoch
+    )  # CPU: pairs are mined there
+    stats = train_one_epoch(
+        opt, run.loader, board, generator, config.max_steps_per_epoch, config.progress, epoch
     )
+    entry: dict[str, Any] = {
+        "epoch": epoch,
+        "step": opt.step,
+        **{f"train/{k}": v for k, v in stats.items()},
+    }
+    if run.valid is not None:
+        metrics, embeddings, scores = validate(
+            opt.model,
+            run.verifier,
+            run.valid,
+            run.layout,
+            opt.device,
+            config.valid_window_seconds,
+            config.valid_batch_size,
+            config.cmvn,
+            config.progress,
+        )
+        entry.update({f"valid/{k}": v for k, v in metrics.items()})
+        board.log_validation(opt.step, metrics, embeddings, scores, run.valid.labels)
+    board.log_epoch(opt.step, stats)
+    board.log_model(opt.step, opt.model)
+    entry["seconds"] = time.perf_counter() - started
+    return entry
 
-    history: list[dict[str, Any]] = []
-    best: float | None = None
-    best_epoch: int | None = None
-    start_epoch = 0
-    if config.resume and (run_dir / "last.pt").exists():
-        state = load_checkpoint(run_dir / "last.pt", device)
-        if state["model_config"] != model_config.to_dict():
-            raise ConfigError(
-                f"{run_dir / 'last.pt'} was trained with another model config; cannot --resume with these flags"
-            )
-        model.load_state_dict(state["model"])
-        loss.load_state_dict(state["loss"])
-        optimizer.load_state_dict(state["optimizer"])
-        opt.schedule.load_state_dict(state["schedule"])
-        opt.scaler.load_state_dict(state["scaler"])
-        opt.step, start_epoch = state["step"], state["epoch"] + 1
-        history, best, best_epoch = state["history"], state["best_metric"], state["best_epoch"]
-        restore_rng_state(state["rng"])
-        LOG.info("resumed %s at epoch %d (step %d)", run_dir, start_epoch, opt.step)
-    save_config(config, run_dir / "config.yaml")
-    write_text_atomic(run_dir / "model_summary.txt", model_summary(model, loss))
-    board = TrainingBoard(config.logdir or run_dir / "tb")
 
-    def checkpoint(epoch: int) -> dict[str, Any]:
-        return {
-            "model_config": model_config.to_dict(), "layout": layout.to_dict(), "verifier_config": config.verifier_config().to_dict() if verifier else None,
-            "train_config": config_to_dict(config), "speakers": train_corpus.speakers.tolist(),
-            "model": model.state_dict(), "verifier": verifier.state_dict() if verifier else None, "loss": loss.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": opt.schedule.state_dict(), "scaler": opt.scaler.state_dict(),
-            "rng": rng_state(), "epoch": epoch, "step": opt.step, "best_metric": best, "best_epoch": best_epoch, "history": history,
-        }  # fmt: skip
+def record_epoch(run: Run, epoch: int, entry: dict[str, Any]) -> None:
+    """Track the best metric, step a plateau schedule, write checkpoints and history."""
+    config = run.config
+    run.history.append(entry)
+    current = entry.get(f"valid/{config.select_metric}")
+    improved = current is not None and (run.best is None or current < run.best)
+    if improved:
+        run.best, run.best_epoch, run.bad_epochs = current, epoch, 0
+    else:
+        run.bad_epochs += 1
+    if current is not None:
+        run.opt.schedule.observe(current)
+    payload = checkpoint_payload(run, epoch)
+    save_checkpoint(run.run_dir / "last.pt", payload)
+    if improved:
+        save_checkpoint(run.run_dir / "best.pt", payload)
+    if config.save_every and (epoch + 1) % config.save_every == 0:
+        save_checkpoint(run.run_dir / f"epoch_{epoch:03d}.pt", payload)
+    write_json_atomic(run.run_dir / "history.json", run.history)
+    shown = {
+        k: v for k, v in entry.items() if isinstance(v, float) and ("eer" in k or k == "train/loss")
+    }
+    LOG.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
 
-    bad_epochs = 0
+
+def _train(config: TrainConfig) -> TrainResult:
+    run = build_run(config)
+    if config.resume and (run.run_dir / "last.pt").exists():
+        resume(run)
+    save_config(config, run.run_dir / "config.yaml")
+    write_text_atomic(run.run_dir / "model_summary.txt", model_summary(run.opt.model, run.opt.loss))
+    board = TrainingBoard(config.logdir or run.run_dir / "tb")
     try:
-        for epoch in range(start_epoch, config.epochs):
-            started = time.perf_counter()
-            sampler.set_epoch(epoch)
-            generator = torch.Generator().manual_seed(
-                config.seed * 100003 + epoch
-            )  # CPU: pair mining samples on the CPU
-            stats = train_one_epoch(
-                opt, loader, board, generator, config.max_steps_per_epoch, config.progress, epoch
-            )
-            entry: dict[str, Any] = {
-                "epoch": epoch,
-                "step": opt.step,
-                **{f"train/{k}": v for k, v in stats.items()},
-            }
-            if valid is not None:
-                metrics, embeddings, scores = validate(
-                    model,
-                    verifier,
-                    valid,
-                    layout,
-                    device,
-                    config.valid_window_seconds,
-                    config.valid_batch_size,
-                    config.cmvn,
-                    config.progress,
-                )
-                entry.update({f"valid/{k}": v for k, v in metrics.items()})
-                board.log_validation(opt.step, metrics, embeddings, scores, valid.labels)
-            board.log_epoch(opt.step, stats)
-            board.log_model(opt.step, model)
-            entry["seconds"] = time.perf_counter() - started
-            history.append(entry)
-            current = entry.get(f"valid/{config.select_metric}")
-            improved = current is not None and (best is None or current < best)
-            if improved:
-                best, best_epoch, bad_epochs = current, epoch, 0
-            else:
-                bad_epochs += 1
-            if current is not None:
-                opt.schedule.observe(current)
-            payload = checkpoint(epoch)
-            save_checkpoint(run_dir / "last.pt", payload)
-            if improved:
-                save_checkpoint(run_dir / "best.pt", payload)
-            if config.save_every and (epoch + 1) % config.save_every == 0:
-                save_checkpoint(run_dir / f"epoch_{epoch:03d}.pt", payload)
-            write_json_atomic(run_dir / "history.json", history)
+        for epoch in range(run.start_epoch, config.epochs):
+            record_epoch(run, epoch, run_epoch(run, epoch, board))
             board.flush()
-            LOG.info(
-                "epoch %d: %s",
-                epoch,
-                ", ".join(
-                    f"{k}={v:.4g}"
-                    for k, v in entry.items()
-                    if isinstance(v, float)
-                    and k.count("/") <= 2
-                    and ("eer" in k or k == "train/loss")
-                ),
-            )
-            if config.patience and valid is not None and bad_epochs >= config.patience:
+            if config.patience and run.valid is not None and run.bad_epochs >= config.patience:
                 LOG.info(
                     "early stopping: %s did not improve for %d epochs",
                     config.select_metric,
@@ -346,13 +394,8 @@ def _train(config: TrainConfig) -> TrainResult:
                 break
     finally:
         board.close()
-    results = {
-        "best_metric": best,
-        "best_epoch": best_epoch,
-        "select_metric": config.select_metric,
-        "epochs_run": len(history),
-        "final": history[-1] if history else None,
-        "run_dir": str(run_dir),
-    }
-    write_json_atomic(run_dir / "results.json", results)
-    return TrainResult(model, verifier, history, run_dir, best, best_epoch)
+    results = {"best_metric": run.best, "best_epoch": run.best_epoch, "select_metric": config.select_metric,
+               "epochs_run": len(run.history), "final": run.history[-1] if run.history else None, "run_dir": str(run.run_dir)}  # fmt: skip
+    write_json_atomic(run.run_dir / "results.json", results)
+    model = cast(SpeakerEmbeddingModel, run.opt.model)
+    return TrainResult(model, run.verifier, run.history, run.run_dir, run.best, run.best_epoch)
