@@ -8,6 +8,7 @@ benchmark repeats its construction); the steps themselves run through the real
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 import time
@@ -18,60 +19,27 @@ import torch
 
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import resolve_layout
-from e2espk.losses.joint import JointLoss
-from e2espk.losses.margin import MARGIN_HEADS
-from e2espk.models.speaker_model import build_speaker_model
-from e2espk.models.verification import build_pair_verifier
+from e2espk.training import trainer
 from e2espk.training.config import TrainConfig
 from e2espk.training.loop import Optimization, to_device, train_one_epoch
-from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
 
 Batch = dict[str, torch.Tensor]
 
 
 def build_optimization(config: TrainConfig) -> tuple[Optimization, int]:
-    """(Optimization on CPU, embedding-model parameter count), as train() builds them."""
+    """(Optimization on CPU, embedding-model parameter count), built by train()'s own functions
+    (same param groups; the schedule spans a nominal 10,000 steps)."""
     torch.manual_seed(config.seed)
     corpus = Corpus(config.train_hdf_file)
     layout = resolve_layout(corpus, config.mode, config.feature_mode)
     model_config = config.model_config(layout)
-    model = build_speaker_model(model_config)
-    verifier = build_pair_verifier(config.verifier_config(), model_config.latent_size)
-    head = MARGIN_HEADS.build(
-        config.softmax,
-        embedding_dim=model_config.latent_size,
-        n_classes=len(corpus.speakers),
-        margin=config.margin,
-        scale=config.scale,
-        label_smoothing=config.smoothing,
+    device = torch.device("cpu")
+    model, _, loss = trainer.build_model_and_loss(
+        config, model_config, len(corpus.speakers), device
     )
     corpus.close()
-    loss = JointLoss(head, verifier, config.margin_weight, config.pair_weight)
-    optimizer = OPTIMIZERS.build(
-        config.optimizer,
-        params=[*model.parameters(), *loss.parameters()],
-        lr=config.lr,
-        weight_decay=config.l2,
-        momentum=config.momentum,
-    )
-    spec = ScheduleSpec(
-        config.lr,
-        10_000,
-        config.warmup,
-        config.min_lr_ratio,
-        config.step_every,
-        config.step_gamma,
-        config.plateau_patience,
-    )
-    opt = Optimization(
-        model,
-        loss,
-        optimizer,
-        LRSchedule(config.scheduler, spec, optimizer),
-        torch.amp.GradScaler("cpu", enabled=False),
-        torch.device("cpu"),
-        None,
-        config.max_gnorm,
+    opt = trainer.build_optimization(
+        dataclasses.replace(config, epochs=1, amp="off"), model, loss, 10_000, device
     )
     return opt, sum(p.numel() for p in model.parameters())
 

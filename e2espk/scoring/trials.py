@@ -78,16 +78,6 @@ def read_trials(path: str | Path) -> Trials:
     return Trials(enroll, test, None if labels[0] is None else np.array(labels, dtype=bool))
 
 
-def write_trials(path: str | Path, trials: Trials) -> Path:
-    """Write in Kaldi format (or ``enroll test`` when unlabeled)."""
-    lines = []
-    for k, (a, b) in enumerate(zip(trials.enroll, trials.test, strict=True)):
-        label = "" if trials.labels is None else (" target" if trials.labels[k] else " nontarget")
-        lines.append(f"{a} {b}{label}\n")
-    Path(path).write_text("".join(lines), encoding="utf-8")
-    return Path(path)
-
-
 def build_trials(
     utterances: list[str],
     speakers: list[str],

@@ -19,11 +19,6 @@ def write_records(search_dir: Path, records: list[dict[str, Any]]) -> Path:
     )
 
 
-def read_records(search_dir: Path) -> list[dict[str, Any]]:
-    path = search_dir / "trials.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def best_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     ok = [r for r in records if r["status"] == "ok"]
     return min(ok, key=lambda r: r["value"]) if ok else None

@@ -239,6 +239,33 @@ def build_optimization(
     )
 
 
+def build_model_and_loss(
+    config: TrainConfig, model_config: Any, n_speakers: int, device: torch.device
+) -> tuple[SpeakerEmbeddingModel, PairVerifier | None, JointLoss]:
+    """The embedding model, and the training-only verifier and margin head (in the JointLoss)."""
+    model = build_speaker_model(model_config).to(device)
+    verifier = (
+        build_pair_verifier(config.verifier_config(), model_config.latent_size)
+        if config.pair_weight > 0
+        else None
+    )
+    head = None
+    if config.margin_weight > 0:
+        head = MARGIN_HEADS.build(
+            config.softmax,
+            embedding_dim=model_config.latent_size,
+            n_classes=n_speakers,
+            margin=config.margin,
+            scale=config.scale,
+            label_smoothing=config.smoothing,
+        )
+    return (
+        model,
+        verifier,
+        JointLoss(head, verifier, config.margin_weight, config.pair_weight).to(device),
+    )
+
+
 def build_run(config: TrainConfig) -> Run:
     """Data, model, losses and optimizer, built in a fixed order (the RNG streams depend on it)."""
     device = resolve_device(config.device)
@@ -254,23 +281,7 @@ def build_run(config: TrainConfig) -> Run:
     dataset = CropDataset(corpus, layout, config.crop_seconds(layout), config.cmvn)
     loader = training_loader(dataset, sampler, config.workers, device.type == "cuda")
     run_dir = prepare_run_dir(config)
-    model = build_speaker_model(model_config).to(device)
-    verifier = (
-        build_pair_verifier(config.verifier_config(), model_config.latent_size)
-        if config.pair_weight > 0
-        else None
-    )
-    head = None
-    if config.margin_weight > 0:
-        head = MARGIN_HEADS.build(
-            config.softmax,
-            embedding_dim=model_config.latent_size,
-            n_classes=len(corpus.speakers),
-            margin=config.margin,
-            scale=config.scale,
-            label_smoothing=config.smoothing,
-        )
-    loss = JointLoss(head, verifier, config.margin_weight, config.pair_weight).to(device)
+    model, verifier, loss = build_model_and_loss(config, model_config, len(corpus.speakers), device)
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
     opt = build_optimization(config, model, loss, steps_per_epoch, device)
     return Run(config, corpus, layout, model_config, valid, sampler, loader, run_dir, opt, verifier)
