@@ -5,26 +5,33 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from e2espk.models.verification import PairVerifier
+from e2espk.models.verification import PairVerifier, gathered_pair_chunks
 
 SCORE_TYPES = ("cosine", "learned", "fused")
 
 
 def cosine_scores(
-    embeddings: np.ndarray, idx_a: np.ndarray, idx_b: np.ndarray, chunk_size: int = 4096
+    embeddings: np.ndarray, idx_a: np.ndarray, idx_b: np.ndarray, chunk_size: int = 1024
 ) -> np.ndarray:
     """Cosine similarity of trial pairs given as row indices into ``embeddings`` (N, E).
 
-    Rows are gathered a few thousand trials at a time so the gathered blocks stay in the CPU
-    cache (benchmarks/bench_scoring.py: about 5x faster than one large gather).
+    The dot products of the raw rows are scaled by per-row inverse norms, so the table is never
+    copied; rows are gathered a thousand trials at a time into reused buffers that stay in the
+    CPU cache. ``benchmarks/bench_scoring.py``: 500,000 trials in about 0.08 s, within 1.5x of
+    the time it takes just to gather the rows; normalising a copy of the table and gathering
+    all trials at once was 3x slower.
     """
-    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    out = np.empty(len(idx_a), dtype=np.float32)
-    for start in range(0, len(idx_a), chunk_size):
-        a = unit[idx_a[start : start + chunk_size]]
-        b = unit[idx_b[start : start + chunk_size]]
-        out[start : start + chunk_size] = np.einsum("ij,ij->i", a, b)
-    return out
+    table = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
+    rows_a, rows_b = (
+        torch.as_tensor(idx_a, dtype=torch.long),
+        torch.as_tensor(idx_b, dtype=torch.long),
+    )
+    inverse_norm = torch.linalg.vector_norm(table, dim=1).clamp_min_(1e-12).reciprocal_()
+    out = torch.empty(rows_a.numel())
+    ones = torch.ones(table.shape[1])  # row sums as a BLAS gemv: faster than vecdot or sum(1)
+    for start, a, b in gathered_pair_chunks(table, table, rows_a, rows_b, chunk_size):
+        torch.mv(a.mul_(b), ones, out=out[start : start + a.shape[0]])
+    return out.mul_(inverse_norm[rows_a]).mul_(inverse_norm[rows_b]).numpy()
 
 
 def learned_scores(
