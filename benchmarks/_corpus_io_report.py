@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
-from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
-
-import e2espk
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+from _bench_util import environment as shared_environment
+from _bench_util import table as _table
 
 
 def open_table(res: dict[str, Any]) -> str:
@@ -170,26 +158,6 @@ def disk_table(rows: list[dict[str, Any]]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "python": platform.python_version(),
-        "h5py": h5py.__version__,
-        "hdf5": h5py.version.hdf5_version,
-        "numpy": np.__version__,
-        "e2espk": e2espk.__version__,
-        "git_commit": commit,
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
-    }
+    """The shared record of versions and machine, plus the BLAS thread setting these reads
+    depend on."""
+    return shared_environment() | {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS")}
