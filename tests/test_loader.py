@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from e2espk.data.corpus import Corpus, CorpusWriter, StreamSpec
 from e2espk.data.features import resolve_layout
@@ -90,6 +91,19 @@ def test_workers_give_identical_batches(demo_hdf: dict[str, Path]) -> None:
 
     for a, b in zip(collect(0), collect(2), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_loader_leaves_the_global_rng_alone(demo_hdf: dict[str, Path]) -> None:
+    """With persistent workers the DataLoader seeds them only in the first epoch; if that seed
+    came from the global RNG, a resumed run would draw one number fewer and dropout would
+    diverge from the uninterrupted run."""
+    corpus = Corpus(demo_hdf["train"])
+    dataset = CropDataset(corpus, resolve_layout(corpus, "fusion", "mfbe_pitch"), 1.0)
+    loader = training_loader(dataset, SpeakerBatchSampler(corpus.speaker_offsets, 8, 2), 0)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    next(iter(loader))
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_bad_batch_shapes_and_missing_streams(demo_hdf: dict[str, Path], tmp_path: Path) -> None:

@@ -164,7 +164,13 @@ def _open_in_worker(worker_id: int) -> None:
 def training_loader(
     dataset: CropDataset, sampler: SpeakerBatchSampler, workers: int, pin_memory: bool = False
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` driven by ``sampler``, one lazily opened handle per worker."""
+    """A DataLoader over ``dataset`` driven by ``sampler``, one lazily opened handle per worker.
+
+    The loader draws its worker base seed from its own generator, not from torch's global RNG:
+    with persistent workers that draw happens only in the first epoch, so a run resumed later
+    would otherwise consume one number fewer than an uninterrupted one, and dropout diverges.
+    (Crops are seeded by the sampler, so the worker seeds matter to nothing else.)
+    """
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -174,4 +180,5 @@ def training_loader(
         persistent_workers=workers > 0,
         worker_init_fn=_open_in_worker if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(sampler.seed),
     )

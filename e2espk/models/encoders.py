@@ -63,10 +63,11 @@ class PtmEncoder(nn.Module):
             )
         weights = torch.softmax(self.layer_logits, dim=0).to(ptm.dtype)
         mixed = torch.einsum("btld,l->btd", ptm, weights)  # (B, T, D)
-        if self.norm_kind == "instance":
-            mean = mixed.mean(dim=1, keepdim=True)
-            std = mixed.var(dim=1, keepdim=True, unbiased=False).add(1e-5).sqrt()
-            mixed = (mixed - mean) / std
+        if self.norm_kind == "instance":  # statistics in float32: fp16 variance overflows
+            frames = mixed.float()
+            mean = frames.mean(dim=1, keepdim=True)
+            std = frames.var(dim=1, keepdim=True, unbiased=False).add(1e-5).sqrt()
+            mixed = ((frames - mean) / std).to(mixed.dtype)
         mixed = self.norm(mixed)
         return self.dropout(self.proj(mixed)).transpose(1, 2)  # (B, C, T)
 

@@ -139,14 +139,17 @@ class PairVerifier(nn.Module):
         """Scores of trials ``(emb_a[idx_a[k]], emb_b[idx_b[k]])``, batched, as ``(K,)``.
 
         ``emb_a`` and ``emb_b`` may be the same table (e.g. all extracted embeddings, trials as
-        row indices). Normalisation and the random projection run once per table row, not per
+        row indices); they are moved to the verifier's device. Normalisation and the random projection run once per table row, not per
         trial; each chunk of pairs is gathered into reused buffers and run through the heads
         with in-place ops (dropout never applies), so the scores equal ``score()`` on the pairs
         while memory stays at ``chunk_size`` pairs. The default chunk (1024 on CPU) keeps the
         buffers in the CPU cache: ``benchmarks/bench_scoring.py``.
         """
-        table_a = self._prepare(emb_a.to(self._dtype))
-        table_b = table_a if emb_b is emb_a else self._prepare(emb_b.to(self._dtype))
+        weight = next(self.parameters())  # tables go where the weights are (and in their dtype)
+        table_a = self._prepare(emb_a.to(weight.device, weight.dtype))
+        table_b = (
+            table_a if emb_b is emb_a else self._prepare(emb_b.to(weight.device, weight.dtype))
+        )
         chunk = chunk_size or (1024 if table_a.device.type == "cpu" else 65536)
         out = table_a.new_empty(idx_a.numel())
         features = table_a.new_empty(chunk, 3 * table_a.shape[1])
@@ -162,10 +165,6 @@ class PairVerifier(nn.Module):
                 scores.add_(_run_head_into(head, feats, hidden))
             scores.div_(len(self.heads))
         return out
-
-    @property
-    def _dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
     def _hidden_buffers(self, chunk: int, like: Tensor) -> list[Tensor]:
         """Two flat buffers big enough for the widest hidden layer of any head."""

@@ -62,8 +62,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+        # the run's GPU becomes the current one, so pin-memory threads, the CUDA RNG saved in
+        # checkpoints and capability checks all refer to it
+        torch.cuda.set_device(device)
     return device
 
 
@@ -75,8 +83,8 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
         raise ConfigError(f"--amp {amp} needs a CUDA device; use --amp off (or auto) on {device}")
     if amp == "fp16":
         return torch.float16
-    if amp == "auto" and not torch.cuda.is_bf16_supported():
-        return torch.float16
+    if amp == "auto" and torch.cuda.get_device_capability(device)[0] < 8:
+        return torch.float16  # bf16 is only emulated (slow) before Ampere
     return torch.bfloat16
 
 
@@ -290,7 +298,10 @@ def build_run(config: TrainConfig) -> Run:
 def resume(run: Run) -> None:
     """Continue from ``last.pt``: weights, optimizer, schedule, scaler, RNGs, history."""
     path = run.run_dir / "last.pt"
-    state = load_checkpoint(path, run.opt.device)
+    # Loaded on the CPU: RNG states must stay CPU ByteTensors, and load_state_dict moves
+    # weights and optimizer state to their parameters' device (Adam's step counters stay on
+    # the CPU, as a fresh run has them).
+    state = load_checkpoint(path, "cpu")
     if state["model_config"] != run.model_config.to_dict():
         raise ConfigError(
             f"{path} was trained with another model config; cannot --resume with these flags"
@@ -299,7 +310,8 @@ def resume(run: Run) -> None:
     run.opt.loss.load_state_dict(state["loss"])
     run.opt.optimizer.load_state_dict(state["optimizer"])
     run.opt.schedule.load_state_dict(state["schedule"])
-    run.opt.scaler.load_state_dict(state["scaler"])
+    if state["scaler"]:  # empty when saved without fp16 (off, bf16, CPU); --amp may differ now
+        run.opt.scaler.load_state_dict(state["scaler"])
     run.opt.step, run.start_epoch = state["step"], state["epoch"] + 1
     run.history, run.best, run.best_epoch = (
         state["history"],
