@@ -17,17 +17,20 @@ def random_trials(n_rows: int, n_trials: int, seed: int = 0) -> tuple[np.ndarray
     return table, rng.integers(0, n_rows, n_trials), rng.integers(0, n_rows, n_trials)
 
 
-def test_cosine_scores_match_per_pair_cosine_across_chunks() -> None:
+def test_cosine_scores_match_per_pair_cosine_across_blocks() -> None:
     table, idx_a, idx_b = random_trials(40, 101)
     table[7] = 0.0  # a zero embedding scores 0, not NaN
     idx_a[:3] = 7
+    idx_a[10:14], idx_b[10:14] = 5, 9  # the same trial several times
+    idx_b[20] = idx_a[20]  # an utterance against itself
     expected = [
         float(np.dot(table[a], table[b]))
         / max(float(np.linalg.norm(table[a]) * np.linalg.norm(table[b])), 1e-24)
         for a, b in zip(idx_a, idx_b, strict=True)
     ]
-    for chunk in (1, 7, 100, 101, 4096):
-        scores = cosine_scores(table, idx_a, idx_b, chunk_size=chunk)
+    assert expected[20] == pytest.approx(1.0)
+    for block in (1, 7, 100, 101, 4096):
+        scores = cosine_scores(table, idx_a, idx_b, block_size=block)
         assert scores.dtype == np.float32 and scores.shape == (101,)
         np.testing.assert_allclose(scores, expected, atol=1e-6)
     assert np.all(cosine_scores(table, idx_a[:3], idx_b[:3]) == 0.0)
@@ -36,6 +39,19 @@ def test_cosine_scores_match_per_pair_cosine_across_chunks() -> None:
     assert cosine_scores(table, idx_a[:0], idx_b[:0]).shape == (0,)
     same = cosine_scores(table.astype(np.float64), idx_a.astype(np.int32), idx_b)
     np.testing.assert_allclose(same, expected, atol=1e-6)
+
+
+def test_cosine_scores_reject_bad_indices() -> None:
+    table, idx_a, idx_b = random_trials(40, 10)
+    bad = idx_b.copy()
+    bad[3] = 40  # one past the end: must never reach the sparse kernel
+    with pytest.raises(IndexError, match=r"\[0, 40\), got .*40"):
+        cosine_scores(table, idx_a, bad)
+    bad[3] = -1
+    with pytest.raises(IndexError, match="got -1"):
+        cosine_scores(table, bad, idx_b)
+    with pytest.raises(ValueError, match="index shapes differ"):
+        cosine_scores(table, idx_a, idx_b[:5])
 
 
 @pytest.mark.parametrize(
