@@ -55,14 +55,15 @@ def _check_rows(rows_a: torch.Tensor, rows_b: torch.Tensor, n_rows: int) -> None
 def _sampled_dots(table: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
     """``(table[rows_a] * table[rows_b]).sum(1)`` without materialising the gathered rows."""
     n_rows = table.shape[0]
-    order = torch.argsort(rows_a)  # CSR needs the trials grouped by row
-    row_starts = torch.zeros(n_rows + 1, dtype=torch.long)
-    torch.cumsum(torch.bincount(rows_a[order], minlength=n_rows), 0, out=row_starts[1:])
+    # CSR needs the trials grouped by row; int32 keys sort twice as fast as int64
+    sorted_a, order = torch.sort(rows_a.to(torch.int32))
+    row_starts = torch.zeros(n_rows + 1, dtype=torch.int32)
+    torch.cumsum(torch.bincount(sorted_a, minlength=n_rows), 0, out=row_starts[1:])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         pattern = torch.sparse_csr_tensor(
             row_starts,
-            rows_b[order],
+            rows_b[order].to(torch.int32),
             torch.zeros(order.numel()),
             size=(n_rows, n_rows),
             check_invariants=False,  # checked by _check_rows
