@@ -229,8 +229,9 @@ def report(trials: dict, extraction: dict) -> str:
               "speedup at the floor"]  # fmt: skip
     peak = trials["verifier_mflop_per_pair"] * 1e6 * trials["trials"] / trials["learned"]["floor_s"]
     return (
-        f"Medians over {trials['rounds']} interleaved rounds "
-        f"({trials['loop_trials_per_round']:,} loop trials per round).\n\n"
+        f"Each column is the median over {trials['rounds']} interleaved rounds "
+        f"({trials['loop_trials_per_round']:,} loop trials per round); the speedup is the median "
+        "of the per-round ratios (with their min-max), not the ratio of the medians.\n\n"
         + table(header, rows)
         + f"\n\nfloat32 GEMM peak {peak / 1e9:.0f} GFLOP/s on {trials['torch_threads']} "
         f"threads; the verifier costs {trials['verifier_mflop_per_pair']:.3f} MFLOP per pair. "
