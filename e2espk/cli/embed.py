@@ -39,6 +39,10 @@ class EmbedConfig:
         None, help="window length for long utterances (default: the training validation window)"
     )
     batch_size: int = option(64, help="windows per batch")
+    resume: bool = option(
+        True,
+        help="keep embeddings in OUT.cache.h5 while extracting, so an interrupted run resumes there; the file is removed once the output is written",
+    )
     device: str = option("auto", help="auto, cpu, cuda, ...")
     progress: bool = option(True, help="progress bar")
 
@@ -71,8 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(config.out)
     fmt = format_of(out, config.format)
     rows = selected_rows(corpus, config.utt_list)
+    cache = out.with_name(out.name + ".cache.h5")
     embeddings = system.embed(
-        corpus, rows, config.window_seconds, config.batch_size, device, config.progress
+        corpus,
+        rows,
+        config.window_seconds,
+        config.batch_size,
+        device,
+        config.progress,
+        cache if config.resume else None,
     )
     ids = corpus.utterances[rows].tolist()
     speakers = corpus.speakers[corpus.speaker_of[rows]].tolist()
@@ -90,4 +101,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{len(names)} speaker means -> {EMBEDDING_WRITERS.get(fmt)(spk_out, names, names, means)}"
         )
+    cache.unlink(missing_ok=True)  # everything it held is in the outputs now
     return 0

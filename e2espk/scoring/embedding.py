@@ -7,6 +7,7 @@ batch is one tensor and memory is capped by ``batch_size`` windows whatever the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -17,6 +18,9 @@ from e2espk.data import transforms
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.loader import utterance_seconds
+from e2espk.scoring.embedding_cache import EmbeddingCache
+
+LOG = logging.getLogger(__name__)
 
 
 def window_starts(seconds: float, window_seconds: float, hop_seconds: float) -> list[float]:
@@ -71,9 +75,61 @@ def extract_embeddings(
     device: torch.device | str = "cpu",
     cmvn: str = "mean",
     progress: bool = False,
+    cache: EmbeddingCache | None = None,
+    segment_size: int = 512,
 ) -> np.ndarray:
-    """``(len(rows), latent)`` float32 embeddings, the mean over each utterance's windows."""
+    """``(len(rows), latent)`` float32 embeddings, the mean over each utterance's windows.
+
+    With a ``cache``, rows already in it are read back, and the others are embedded
+    ``segment_size`` utterances at a time, each segment stored before the next starts: an
+    interrupted run loses at most one segment.
+    """
+    if len(rows) == 0:
+        raise ValueError("no utterances to embed")
     model.eval()
+    if cache is None:
+        with tqdm(total=len(rows), desc="embedding", unit="utt", disable=not progress) as bar:
+            return _embed_rows(
+                model, corpus, layout, rows, window_seconds, batch_size, device, cmvn, bar
+            )
+    wanted = np.asarray(rows, dtype=np.int64)
+    unique = np.unique(wanted)
+    todo = unique[~cache.done()[unique]]
+    if todo.size < unique.size:
+        LOG.info(
+            "%d of %d utterances from the embedding cache %s",
+            unique.size - todo.size,
+            unique.size,
+            cache.path,
+        )
+    with tqdm(
+        total=unique.size,
+        initial=unique.size - todo.size,
+        desc="embedding",
+        unit="utt",
+        disable=not progress,
+    ) as bar:
+        for start in range(0, todo.size, segment_size):
+            segment = todo[start : start + segment_size]
+            embeddings = _embed_rows(
+                model, corpus, layout, segment, window_seconds, batch_size, device, cmvn, bar
+            )
+            cache.store(segment, embeddings)
+    return cache.load(wanted)
+
+
+def _embed_rows(
+    model: torch.nn.Module,
+    corpus: Corpus,
+    layout: InputLayout,
+    rows: Sequence[int],
+    window_seconds: float,
+    batch_size: int,
+    device: torch.device | str,
+    cmvn: str,
+    bar: tqdm,
+) -> np.ndarray:
+    """Windows of consecutive utterances batched together; each utterance's mean returned."""
     device = torch.device(device)
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
     sums: np.ndarray | None = None
@@ -93,13 +149,14 @@ def extract_embeddings(
         np.add.at(counts, owners, 1)
         pending.clear()
 
-    for position, row in enumerate(tqdm(rows, desc="embedding", unit="utt", disable=not progress)):
+    for position, row in enumerate(rows):
         for window in _utterance_windows(
             corpus, layout, int(row), window_seconds, window_seconds, cmvn
         ):
             pending.append((position, window))
             if len(pending) >= batch_size:
                 flush()
+        bar.update(1)
     if pending:
         flush()
     assert sums is not None, "no utterances to embed"

@@ -68,6 +68,10 @@ class EvalConfig:
         help="embed long utterances in windows of this length, averaged (default: the training validation window)",
     )
     batch_size: int = option(64, help="windows per embedding batch (caps memory)")
+    embedding_cache: bool = option(
+        True,
+        help="keep extracted embeddings in OUT/embedding_cache/ (test and cohort): an interrupted eval resumes there, and a re-run with other trials or AS-norm settings skips extraction",
+    )
     cohort_hdf_file: str | None = option(
         None, help="corpus of cohort speakers (e.g. the training file): enables AS-norm"
     )
@@ -161,9 +165,22 @@ def cohort_embeddings(
             )
         )
     embeddings = system.embed(
-        corpus, rows, config.window_seconds, config.batch_size, device, config.progress
+        corpus,
+        rows,
+        config.window_seconds,
+        config.batch_size,
+        device,
+        config.progress,
+        cache_path(config, "cohort"),
     )
     return asnorm.speaker_means(embeddings, corpus.speaker_of[rows])
+
+
+def cache_path(config: EvalConfig, name: str) -> Path | None:
+    """Where the embeddings of the ``name`` corpus are cached (None: caching is off)."""
+    return (
+        Path(config.out_path) / "embedding_cache" / f"{name}.h5" if config.embedding_cache else None
+    )
 
 
 def normalized_scores(
@@ -227,7 +244,13 @@ def score_trials(
     position = {utt: k for k, utt in enumerate(needed)}
     rows = [corpus.utterance_row(u) for u in needed]
     embeddings = system.embed(
-        corpus, rows, config.window_seconds, config.batch_size, device, config.progress
+        corpus,
+        rows,
+        config.window_seconds,
+        config.batch_size,
+        device,
+        config.progress,
+        cache_path(config, "test"),
     )
     cohort = cohort_embeddings(config, system, device) if config.cohort_hdf_file else None
     results = []

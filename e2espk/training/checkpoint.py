@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ import torch
 from e2espk.data.features import InputLayout
 from e2espk.errors import InputDataError
 from e2espk.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from e2espk.models.speaker_model import SpeakerEmbeddingModel
 
 CHECKPOINT_FORMAT = "e2espk-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -78,7 +81,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 class EmbeddingSystem:
     """What eval and embed need from a checkpoint: no classification head, no optimizer."""
 
-    model: torch.nn.Module
+    model: SpeakerEmbeddingModel
     verifier: torch.nn.Module | None
     layout: InputLayout
     train_config: dict[str, Any]
@@ -96,23 +99,33 @@ class EmbeddingSystem:
         batch_size: int = 64,
         device: str | torch.device = "cpu",
         progress: bool = False,
+        cache_path: str | Path | None = None,
     ) -> Any:
         """Embeddings of ``rows`` of ``corpus`` with this model's input layout and CMN; windows
-        default to the length the model was validated with."""
+        default to the length the model was validated with. With ``cache_path``, extraction
+        resumes from (and adds to) that embedding cache (``e2espk.scoring.embedding_cache``)."""
         from e2espk.scoring.embedding import extract_embeddings
+        from e2espk.scoring.embedding_cache import (
+            EmbeddingCache,
+            corpus_fingerprint,
+            model_fingerprint,
+        )
 
         window = window_seconds or float(self.train_config.get("valid_window_seconds", 4.0))
-        return extract_embeddings(
-            self.model,
-            corpus,
-            self.layout,
-            [int(r) for r in rows],
-            window,
-            batch_size,
-            device,
-            self.cmvn,
-            progress,
-        )
+        rows = [int(r) for r in rows]
+        args = (self.model, corpus, self.layout, rows, window, batch_size, device, self.cmvn)
+        if cache_path is None:
+            return extract_embeddings(*args, progress=progress)
+        key = {
+            "model": model_fingerprint(self.model),
+            "model_config": self.model.config.to_dict(),
+            "layout": dataclasses.asdict(self.layout),
+            "window_seconds": window,
+            "cmvn": self.cmvn,
+            "corpus": corpus_fingerprint(corpus),
+        }
+        with EmbeddingCache(cache_path, key, len(corpus)) as cache:
+            return extract_embeddings(*args, progress=progress, cache=cache)
 
 
 def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") -> EmbeddingSystem:
