@@ -16,6 +16,7 @@ import torch
 from e2espk.cli.embed import main as embed_main
 from e2espk.cli.eval import main as eval_main
 from e2espk.data.corpus import Corpus
+from e2espk.errors import InputDataError
 from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.embedding_cache import EmbeddingCache, model_fingerprint
 from e2espk.training.checkpoint import EmbeddingSystem, load_embedding_system
@@ -134,4 +135,18 @@ def test_eval_reuses_its_embedding_cache_and_embed_removes_its_own(
     emb = tmp_path / "emb" / "valid.npz"
     assert embed_main(["--cp-path", str(tiny_checkpoint), "--data", str(demo_hdf["valid"]),
                        "--out", str(emb), "--no-progress"]) == 0  # fmt: skip
-    assert emb.is_file() and not (emb.parent / "valid.npz.cache.h5").exists()
+    assert emb.is_file() and sorted(p.name for p in emb.parent.iterdir()) == [
+        "valid.npz",
+        "valid.utt2spk",
+    ]  # no cache or lock file left behind
+
+
+def test_a_cache_in_use_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cache.h5"
+    with EmbeddingCache(path, {"run": 1}, 4) as first:
+        first.store(np.array([2, 0]), np.ones((2, 3), np.float32))
+        with pytest.raises(InputDataError, match="in use by another run"):
+            EmbeddingCache(path, {"run": 2}, 4)  # would otherwise replace the first one's file
+        np.testing.assert_array_equal(first.done(), [True, False, True, False])
+    with EmbeddingCache(path, {"run": 1}, 4) as again:  # released on close
+        np.testing.assert_array_equal(again.load(np.array([2, 2, 0])), np.ones((3, 3)))

@@ -41,6 +41,29 @@ def test_cosine_scores_match_per_pair_cosine_across_blocks() -> None:
     np.testing.assert_allclose(same, expected, atol=1e-6)
 
 
+def test_cosine_scores_with_more_trials_than_distinct_pairs() -> None:
+    """The sparse kernel holds one entry per (row, column): repeats are scored once."""
+    table, idx_a, idx_b = random_trials(2, 9)
+    expected = [
+        np.dot(table[a], table[b]) / (np.linalg.norm(table[a]) * np.linalg.norm(table[b]))
+        for a, b in zip(idx_a, idx_b, strict=True)
+    ]
+    np.testing.assert_allclose(cosine_scores(table, idx_a, idx_b), expected, atol=1e-6)
+    np.testing.assert_allclose(
+        cosine_scores(table[:1], np.zeros(3, int), np.zeros(3, int)), [1, 1, 1], atol=1e-6
+    )
+    reversed_rows = np.arange(2)[::-1]  # a negative-stride view
+    np.testing.assert_allclose(
+        cosine_scores(table, reversed_rows, np.arange(2)),
+        [expected_cos(table, 1, 0)] * 2,
+        atol=1e-6,
+    )
+
+
+def expected_cos(table: np.ndarray, a: int, b: int) -> float:
+    return float(np.dot(table[a], table[b]) / (np.linalg.norm(table[a]) * np.linalg.norm(table[b])))
+
+
 def test_cosine_scores_reject_bad_indices() -> None:
     table, idx_a, idx_b = random_trials(40, 10)
     bad = idx_b.copy()
@@ -52,6 +75,8 @@ def test_cosine_scores_reject_bad_indices() -> None:
         cosine_scores(table, bad, idx_b)
     with pytest.raises(ValueError, match="index shapes differ"):
         cosine_scores(table, idx_a, idx_b[:5])
+    with pytest.raises(TypeError, match="must be integers, got float64"):
+        cosine_scores(table, idx_a + 0.5, idx_b)
 
 
 @pytest.mark.parametrize(
@@ -94,6 +119,7 @@ def test_score_pairs_with_two_tables_and_score_matrix() -> None:
     assert matrix.shape == (4, 6)
     torch.testing.assert_close(matrix[3, 2], got[2])
     torch.testing.assert_close(matrix, verifier.score_matrix(enrol, test))
+    assert verifier.score_matrix(enrol, test[:0]).shape == (4, 0)
 
 
 def test_gathered_pair_chunks_reuses_buffers_and_checks_shapes() -> None:

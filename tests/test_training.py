@@ -284,3 +284,18 @@ def test_missing_stream_for_mode_is_reported(tmp_path: Path) -> None:
         train(cfg)
     with pytest.raises(InputDataError, match="mode 'ptm' needs a 'ptm' stream"):
         train(dataclasses.replace(cfg, mode="1"))
+
+
+def test_cuda_device_names_resolve_to_an_indexed_current_device(monkeypatch) -> None:
+    """No GPU here: torch.cuda's queries are stubbed to a 2-GPU machine, and the test checks
+    only e2espk's handling of the names (plain "cuda" needs an index for set_device)."""
+    made_current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    assert trainer_module.resolve_device("cuda") == torch.device("cuda", 1)
+    assert trainer_module.resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert made_current == [torch.device("cuda", 1), torch.device("cuda", 0)]
+    with pytest.raises(ConfigError, match="--device cuda:2: this machine has 2 CUDA device"):
+        trainer_module.resolve_device("cuda:2")

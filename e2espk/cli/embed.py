@@ -101,5 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"{len(names)} speaker means -> {EMBEDDING_WRITERS.get(fmt)(spk_out, names, names, means)}"
         )
-    cache.unlink(missing_ok=True)  # everything it held is in the outputs now
+    for leftover in (cache, cache.with_name(cache.name + ".lock")):
+        leftover.unlink(missing_ok=True)  # everything the cache held is in the outputs now
     return 0

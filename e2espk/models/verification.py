@@ -181,7 +181,7 @@ class PairVerifier(nn.Module):
         for start in range(0, n, rows_per_block):
             rows = torch.arange(start, min(n, start + rows_per_block), device=emb_a.device)
             idx_a, idx_b = rows.repeat_interleave(m), columns.repeat(rows.numel())
-            blocks.append(self.score_pairs(emb_a, emb_b, idx_a, idx_b).view(-1, m))
+            blocks.append(self.score_pairs(emb_a, emb_b, idx_a, idx_b).view(rows.numel(), m))
         return torch.cat(blocks) if blocks else emb_a.new_zeros(0, m)
 
 

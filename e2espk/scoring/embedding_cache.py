@@ -13,18 +13,21 @@ attribute ``key`` is the JSON of everything the embeddings depend on.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import h5py
 import numpy as np
 import torch
 
+import e2espk
 from e2espk.data.corpus import Corpus
+from e2espk.errors import InputDataError
 
 LOG = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -66,10 +69,34 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path, key: dict[str, Any], n_rows: int) -> None:
         self.path = Path(path)
-        self.key = json.dumps({"version": CACHE_VERSION, **key}, sort_keys=True)
+        versions = {
+            "version": CACHE_VERSION,
+            "e2espk": e2espk.__version__,
+            "torch": torch.__version__,
+        }
+        self.key = json.dumps({**versions, **key}, sort_keys=True)
         self.n_rows = n_rows
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = self._open()
+        self._lock = self._acquire_lock()
+        try:
+            self.file = self._open()
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _acquire_lock(self) -> IO[bytes]:
+        """An exclusive lock beside the cache for as long as it is open: a second eval or embed
+        writing to the same place is refused instead of replacing this one's cache."""
+        lock = (self.path.parent / (self.path.name + ".lock")).open("wb")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise InputDataError(
+                self.path,
+                "the embedding cache is in use by another run; give this one another output path",
+            ) from None
+        return lock
 
     def _open(self) -> h5py.File:
         if self.path.exists():
@@ -79,8 +106,12 @@ class EmbeddingCache:
             LOG.warning("embedding cache %s %s: starting a new one", self.path, reason)
             self.path.unlink()
         handle = h5py.File(self.path, "w")
-        handle.attrs["key"] = self.key
-        handle.create_dataset("done", shape=(self.n_rows,), dtype=bool, fillvalue=False)
+        try:
+            handle.attrs["key"] = self.key
+            handle.create_dataset("done", shape=(self.n_rows,), dtype=bool, fillvalue=False)
+        except BaseException:
+            handle.close()
+            raise
         return handle
 
     def _unusable_reason(self) -> str | None:
@@ -126,6 +157,7 @@ class EmbeddingCache:
 
     def close(self) -> None:
         self.file.close()
+        self._lock.close()  # releases the lock
 
     def __enter__(self) -> EmbeddingCache:
         return self

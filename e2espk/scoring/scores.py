@@ -16,7 +16,7 @@ def cosine_scores(
     embeddings: np.ndarray,
     idx_a: np.ndarray,
     idx_b: np.ndarray,
-    block_size: int = 1 << 22,
+    block_size: int = 1 << 22,  # trials per sparse product (int32 CSR: at most 2**31 - 1)
 ) -> np.ndarray:
     """Cosine similarity of trial pairs given as row indices into ``embeddings`` (N, E).
 
@@ -30,19 +30,29 @@ def cosine_scores(
     ``block_size`` trials.
     """
     table = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32))
-    rows_a = torch.as_tensor(idx_a, dtype=torch.long)
-    rows_b = torch.as_tensor(idx_b, dtype=torch.long)
+    rows_a, rows_b = _row_indices(idx_a), _row_indices(idx_b)
     _check_rows(rows_a, rows_b, table.shape[0])
     out = torch.empty(rows_a.numel())
+    block_size = max(1, min(block_size, 2**31 - 1))
     for start in range(0, rows_a.numel(), block_size):
         stop = start + block_size
-        out[start:stop] = _sampled_dots(table, rows_a[start:stop], rows_b[start:stop])
+        out[start:stop] = _unique_pair_dots(table, rows_a[start:stop], rows_b[start:stop])
     inverse_norm = torch.linalg.vector_norm(table, dim=1).clamp_min_(1e-12).reciprocal_()
     return out.mul_(inverse_norm[rows_a]).mul_(inverse_norm[rows_b]).numpy()
 
 
+def _row_indices(idx: np.ndarray) -> torch.Tensor:
+    """Integer row indices as a contiguous int64 tensor (floats or booleans are refused)."""
+    array = np.asarray(idx)
+    if array.size and not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"trial row indices must be integers, got {array.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+
+
 def _check_rows(rows_a: torch.Tensor, rows_b: torch.Tensor, n_rows: int) -> None:
     """Indices must be valid before they reach a sparse kernel, which does not check them."""
+    if n_rows >= 2**31:
+        raise ValueError(f"{n_rows} embeddings: cosine scoring supports fewer than 2**31")
     if rows_a.shape != rows_b.shape or rows_a.dim() != 1:
         raise ValueError(f"index shapes differ: {tuple(rows_a.shape)} vs {tuple(rows_b.shape)}")
     for rows in (rows_a, rows_b):
@@ -50,6 +60,19 @@ def _check_rows(rows_a: torch.Tensor, rows_b: torch.Tensor, n_rows: int) -> None
             raise IndexError(
                 f"trial row indices must be in [0, {n_rows}), got {int(rows.min())}..{int(rows.max())}"
             )
+
+
+def _unique_pair_dots(
+    table: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor
+) -> torch.Tensor:
+    """Dots of the pairs, through the sparse kernel, which holds at most one entry per
+    (row, column): when a block has more trials than the table has pairs, repeated pairs are
+    scored once and copied."""
+    n_rows = table.shape[0]
+    if rows_a.numel() <= n_rows * n_rows:
+        return _sampled_dots(table, rows_a, rows_b)
+    pairs, inverse = torch.unique(rows_a * n_rows + rows_b, return_inverse=True)
+    return _sampled_dots(table, pairs // n_rows, pairs % n_rows)[inverse]
 
 
 def _sampled_dots(table: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tensor) -> torch.Tensor:
@@ -64,7 +87,7 @@ def _sampled_dots(table: torch.Tensor, rows_a: torch.Tensor, rows_b: torch.Tenso
         pattern = torch.sparse_csr_tensor(
             row_starts,
             rows_b[order].to(torch.int32),
-            torch.zeros(order.numel()),
+            torch.zeros(order.numel(), dtype=table.dtype),
             size=(n_rows, n_rows),
             check_invariants=False,  # checked by _check_rows
         )

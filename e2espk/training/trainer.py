@@ -65,7 +65,9 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-        if (device.index or 0) >= torch.cuda.device_count():
+        if device.index is None:  # plain "cuda": the current device, made explicit
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
             raise ConfigError(
                 f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
             )
