@@ -214,6 +214,11 @@ def test_bad_flags(
     config.write_text("min_recordings: 2\nmin_recording: 3\n")
     err = run_failing(pack_args(tiny_inputs, "--config", str(config)), capsys)
     assert "unknown option(s) min_recording" in err and "min_recordings" in err
+    err = run_failing(
+        pack_args(tiny_inputs, "--chunk-seconds", "0", "--compression", "lzf"), capsys
+    )
+    assert "contiguous datasets) cannot be compressed" in err and "--compression none" in err
+    assert "must be >= 0" in run_failing(pack_args(tiny_inputs, "--chunk-seconds", "-1"), capsys)
 
 
 def test_no_speaker_information(tmp_path: Path, tiny: TinyFeatures) -> None:

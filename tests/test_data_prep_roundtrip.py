@@ -49,6 +49,27 @@ def test_kaldi_and_pt_dict_round_trip(tiny_inputs: dict[str, Path], tiny: TinyFe
         assert corpus.streams["ptm"].dims == (3, 8) and corpus.streams["pitch"].dims == (1,)
 
 
+def test_contiguous_and_chunked_layouts_hold_the_same_data(
+    tiny_inputs: dict[str, Path], tiny: TinyFeatures
+) -> None:
+    """--chunk-seconds 0 stores utterances contiguously: same values and crops, no chunks."""
+    assert data_prep(pack_args(tiny_inputs, "--chunk-seconds", "0", "--out-name", "flat")) == 0
+    assert data_prep(pack_args(tiny_inputs, "--chunk-seconds", "0.1", "--out-name", "chunked")) == 0
+    streams = {"ptm": tiny.ptm, "mfbe": tiny.mfbe, "pitch": tiny.pitch}
+    assert_corpus_equals(tiny_inputs["out"] / "flat.hdf", tiny, streams)
+    with (
+        Corpus(tiny_inputs["out"] / "flat.hdf") as flat,
+        Corpus(tiny_inputs["out"] / "chunked.hdf") as chunked,
+    ):
+        assert flat.streams["ptm"].chunk_frames == 0 and chunked.streams["ptm"].chunk_frames == 5
+        for row in range(len(flat)):
+            assert flat.dataset(row, "ptm").chunks is None
+            assert chunked.dataset(row, "ptm").chunks[0] == min(5, chunked.frames("ptm")[row])
+            np.testing.assert_array_equal(
+                flat.read(row, "mfbe", 2, 7), chunked.read(row, "mfbe", 2, 7)
+            )
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".npz", ".pt"])
 def test_per_utterance_files_round_trip(tmp_path: Path, tiny: TinyFeatures, suffix: str) -> None:
     tiny = make_features(id_sep="/")  # VoxCeleb-style ids: spk0/utt1 -> nested files

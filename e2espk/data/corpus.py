@@ -14,8 +14,9 @@ Layout (schema version 1)::
                                    column order = the ``streams`` attribute
 
 Group names are ids escaped so that "/" (as in VoxCeleb ids) does not create nested groups.
-Time-axis datasets are chunked along time (``chunk_frames`` per chunk), so a random crop of N
-frames reads about N frames whatever the utterance length. Opening a corpus reads only /index.
+Time-axis datasets are chunked along time (``chunk_frames`` per chunk) or, uncompressed,
+contiguous (``chunk_frames`` 0); either way a random crop of N frames reads about N frames
+whatever the utterance length. Opening a corpus reads only /index.
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ class StreamSpec:
         frame_rate_hz: frames per second; None for pooled streams without a time axis.
         layers: original indices of the PTM layers kept (None for handcrafted streams).
         model: name of the pre-trained model the PTM states come from, if known.
-        chunk_frames: frames per HDF5 chunk along time (0 for pooled streams).
+        chunk_frames: frames per HDF5 chunk along time; 0 stores each utterance contiguously
+            (and is the value for pooled streams).
     """
 
     name: str
@@ -78,6 +80,12 @@ class StreamSpec:
     def array_shape(self, frames: int) -> tuple[int, ...]:
         """Shape of an utterance's dataset with ``frames`` frames."""
         return (frames, *self.dims) if self.time_axis else tuple(self.dims)
+
+    def chunk_shape(self, frames: int) -> tuple[int, ...] | None:
+        """HDF5 chunk shape of an utterance's dataset; None for a contiguous one."""
+        if not self.time_axis or self.chunk_frames == 0:
+            return None
+        return (min(self.chunk_frames, frames), *self.dims)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -180,9 +188,9 @@ class CorpusWriter:
                 raise ValueError(
                     f"{utterance!r} stream {name!r}: shape {array.shape} != {spec.dims}"
                 )
-            chunks = (min(spec.chunk_frames, n_frames), *spec.dims) if spec.time_axis else None
-            if chunks is None and self._filters:
-                chunks = tuple(spec.dims)
+            chunks = spec.chunk_shape(n_frames)
+            if chunks is None and self._filters:  # filters need chunks: one per utterance
+                chunks = spec.array_shape(n_frames)
             group.create_dataset(
                 name, data=array.astype(spec.dtype, copy=False), chunks=chunks, **self._filters
             )

@@ -120,7 +120,8 @@ class PackConfig:
     compression: str = option("none", choices=list(COMPRESSIONS), help="HDF5 compression filter")
     compression_level: int = option(4, help="gzip level 1-9")
     chunk_seconds: float = option(
-        0.5, help="seconds of frames per HDF5 chunk (random crops read about this granularity)"
+        0.5,
+        help="seconds of frames per HDF5 chunk (random crops read about this granularity); 0: contiguous datasets, uncompressed only (faster crops, no edge padding)",
     )
     overwrite: bool = option(False, help="replace existing output files")
     progress: bool = option(True, help="show a progress bar")
@@ -274,7 +275,11 @@ def stream_specs(
         is_ptm = name == PTM_KIND
         pooled = is_ptm and array.ndim == 2
         rate = None if pooled else rates.get(name, 100.0)
-        chunk = 0 if rate is None else max(1, round(config.chunk_seconds * rate))
+        chunk = (
+            0
+            if rate is None or config.chunk_seconds == 0
+            else max(1, round(config.chunk_seconds * rate))
+        )
         specs.append(
             StreamSpec(
                 name=name,
@@ -292,8 +297,22 @@ def stream_specs(
     return specs
 
 
+def check_layout_options(config: PackConfig) -> None:
+    """Chunking and compression must fit together before any input is read."""
+    if config.chunk_seconds < 0:
+        raise ConfigError(
+            f"--chunk-seconds must be >= 0 (0: contiguous), got {config.chunk_seconds}"
+        )
+    if config.chunk_seconds == 0 and config.compression != "none":
+        raise ConfigError(
+            f"--chunk-seconds 0 (contiguous datasets) cannot be compressed; HDF5 compresses "
+            f"chunks only: use --compression none, or a chunk size with --compression {config.compression}"
+        )
+
+
 def pack_corpus(config: PackConfig) -> PackReport:
     """Run the whole packing pipeline and return its report (also saved as JSON)."""
+    check_layout_options(config)
     layers = parse_layers(config.ptm_layers)
     streams = open_streams(config)
     utterances, n_incomplete = join_streams(streams, config.drop_incomplete)
