@@ -201,7 +201,10 @@ VARIANTS: dict[str, tuple[str, Factory, str, bool]] = {
 
 
 def layout_amplification(starts: np.ndarray, chunk_frames: int) -> float:
-    """Frames in the chunks a crop touches / frames in the crop (chunk-granular reads)."""
+    """Frames in the chunks a crop touches / frames in the crop (chunk-granular reads); 1 for
+    contiguous datasets (chunk_frames 0), which read exactly the crop."""
+    if chunk_frames == 0:
+        return 1.0
     first = starts // chunk_frames
     last = (starts + CROP - 1) // chunk_frames
     return float(np.mean((last - first + 1) * chunk_frames) / CROP)
@@ -382,7 +385,8 @@ def fresh_process_rates(path: Path, n: int, seed: int, raw_rate: float) -> dict[
 
 
 def default_cases(quick: bool) -> tuple[list[CropCase], list[CropCase]]:
-    """(main conditions, chunk-size sweep extras); the sweep reuses the c25 main rows."""
+    """(main conditions, extras); the extras are the chunk-size sweep (reusing the c25 main
+    rows) and contiguous utterance datasets (``--chunk-seconds 0``), both float16 uncompressed."""
     short = (8, 200) if quick else (64, 200)  # (utterances, frames): ~4 s each
     long = (2, 1000) if quick else (8, 3000)  # ~60 s each (20 s in --quick)
     main = []
@@ -398,6 +402,10 @@ def default_cases(quick: bool) -> tuple[list[CropCase], list[CropCase]]:
         CropCase("long", *long, "float16", compression, chunk_frames=chunk)
         for compression in ("none", "lzf")
         for chunk in (12, 50)
+    ]
+    sweep += [
+        CropCase(label, *shape, "float16", "none", chunk_frames=0)
+        for label, shape in (("short", short), ("long", long))
     ]
     return main, sweep
 

@@ -301,14 +301,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         help="run only these parts (repeatable)",
     )
+    parser.add_argument(
+        "--cases", nargs="+", metavar="NAME", help="crops: only these cases, e.g. long-f16-none-c0"
+    )
     parser.add_argument("--child-open", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
-def crops_part(quick: bool, work: Path, sizes: dict[str, Any], keep: bool) -> tuple[Any, str]:
-    """Part 2 results and its three tables (main conditions, what-ifs, chunk-size sweep)."""
+def crops_part(
+    quick: bool, work: Path, sizes: dict[str, Any], keep: bool, only: list[str] | None = None
+) -> tuple[Any, str]:
+    """Part 2 results and its tables (main conditions, what-ifs, chunk-size sweep, contiguous)."""
     main_cases, sweep = default_cases(quick)
-    crops = run_crop_benchmark(main_cases + sweep, work, sizes["crops"], keep)
+    cases = [c for c in main_cases + sweep if only is None or c.name in only]
+    if only and len(cases) != len(set(only)):
+        known = ", ".join(c.name for c in main_cases + sweep)
+        raise SystemExit(f"--cases: unknown case(s) in {only}; known: {known}")
+    crops = run_crop_benchmark(cases, work, sizes["crops"], keep)
     names = {case.name for case in main_cases}
     main_rows = [r for r in crops if r["case"]["name"] in names]
     sweep_rows = [
@@ -316,7 +325,16 @@ def crops_part(quick: bool, work: Path, sizes: dict[str, Any], keep: bool) -> tu
         for r in crops
         if (r["case"]["label"], r["case"]["dtype"]) == ("long", "float16")
         and r["case"]["compression"] in ("none", "lzf")
+        and r["case"]["chunk_frames"] > 0
     ]
+    layout_rows = [
+        r
+        for r in crops
+        if r["case"]["dtype"] == "float16"
+        and r["case"]["compression"] == "none"
+        and r["case"]["chunk_frames"] in (0, 25)
+    ]
+    layout_rows.sort(key=lambda r: (r["case"]["label"], -r["case"]["chunk_frames"]))
     sweep_rows.sort(key=lambda r: (r["case"]["compression"] != "none", r["case"]["chunk_frames"]))
     tables = [
         "### 2. Random 100-frame crops of 13x768 PTM (warm page cache)\n\n"
@@ -325,6 +343,8 @@ def crops_part(quick: bool, work: Path, sizes: dict[str, Any], keep: bool) -> tu
         + whatif_table(main_rows),
         "### 2b. chunk_seconds 0.25 / 0.5 / 1.0 (long utterances, float16)\n\n"
         + crops_table(sweep_rows),
+        "### 2c. Contiguous utterance datasets (data_prep --chunk-seconds 0) vs 0.5-s chunks "
+        "(float16, uncompressed)\n\n" + crops_table(layout_rows),
     ]
     return crops, "\n\n".join(tables)
 
@@ -376,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             results["open"] = run_open_benchmark(work, sizes)
             tables.append("### 1. Open + speaker map\n\n" + open_table(results["open"]))
         if "crops" in parts:
-            results["crops"], text = crops_part(args.quick, work, sizes, args.keep)
+            results["crops"], text = crops_part(args.quick, work, sizes, args.keep, args.cases)
             tables.append(text)
         if "disk" in parts:
             results["disk"] = run_disk_benchmark(work, sizes)
