@@ -164,22 +164,29 @@ def cohort_embeddings(
                 rows, config.cohort_max_utterances, replace=False
             )
         )
-    embeddings = system.embed(
+    embeddings = embed_rows(config, system, corpus, rows, device, "cohort")
+    return asnorm.speaker_means(embeddings, corpus.speaker_of[rows])
+
+
+def embed_rows(
+    config: EvalConfig,
+    system: EmbeddingSystem,
+    corpus: Corpus,
+    rows: Any,
+    device: torch.device,
+    cache_name: str,
+) -> np.ndarray:
+    """Embeddings of ``rows`` with eval's window, batch and progress options, through the
+    embedding cache ``OUT/embedding_cache/<cache_name>.h5`` unless caching is off."""
+    cache = Path(config.out_path) / "embedding_cache" / f"{cache_name}.h5"
+    return system.embed(
         corpus,
         rows,
         config.window_seconds,
         config.batch_size,
         device,
         config.progress,
-        cache_path(config, "cohort"),
-    )
-    return asnorm.speaker_means(embeddings, corpus.speaker_of[rows])
-
-
-def cache_path(config: EvalConfig, name: str) -> Path | None:
-    """Where the embeddings of the ``name`` corpus are cached (None: caching is off)."""
-    return (
-        Path(config.out_path) / "embedding_cache" / f"{name}.h5" if config.embedding_cache else None
+        cache if config.embedding_cache else None,
     )
 
 
@@ -243,15 +250,7 @@ def score_trials(
     needed = sorted(set().union(*(t.utterances() for t in trial_sets)), key=corpus.utterance_row)
     position = {utt: k for k, utt in enumerate(needed)}
     rows = [corpus.utterance_row(u) for u in needed]
-    embeddings = system.embed(
-        corpus,
-        rows,
-        config.window_seconds,
-        config.batch_size,
-        device,
-        config.progress,
-        cache_path(config, "test"),
-    )
+    embeddings = embed_rows(config, system, corpus, rows, device, "test")
     cohort = cohort_embeddings(config, system, device) if config.cohort_hdf_file else None
     results = []
     for trials in trial_sets:
