@@ -106,6 +106,11 @@ def test_score_pairs_equals_per_pair_score(shape: dict) -> None:
         )
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert verifier.training  # the mode is left as it was
+    matrix = verifier.score_matrix(emb[:3], emb[3:7], chunk_size=5)  # every shape, in blocks
+    verifier.eval()
+    with torch.no_grad():
+        pairs = verifier.score(emb[:3].repeat_interleave(4, 0), emb[3:7].repeat(3, 1))
+    torch.testing.assert_close(matrix, pairs.view(3, 4), atol=1e-5, rtol=1e-5)
 
 
 def test_score_pairs_with_two_tables_and_score_matrix() -> None:

@@ -139,17 +139,47 @@ class PairVerifier(nn.Module):
         """Scores of trials ``(emb_a[idx_a[k]], emb_b[idx_b[k]])``, batched, as ``(K,)``.
 
         ``emb_a`` and ``emb_b`` may be the same table (e.g. all extracted embeddings, trials as
-        row indices); they are moved to the verifier's device. Normalisation and the random projection run once per table row, not per
-        trial; each chunk of pairs is gathered into reused buffers and run through the heads
-        with in-place ops (dropout never applies), so the scores equal ``score()`` on the pairs
-        while memory stays at ``chunk_size`` pairs. The default chunk (1024 on CPU) keeps the
-        buffers in the CPU cache: ``benchmarks/bench_scoring.py``.
+        row indices); they are moved to the verifier's device. Normalisation and the random
+        projection run once per table row, not per trial; each chunk of pairs is gathered into
+        reused buffers and run through the heads with in-place ops (dropout never applies), so
+        the scores equal ``score()`` on the pairs while memory stays at ``chunk_size`` pairs.
+        The default chunk (1024 on CPU) keeps the buffers in the CPU cache:
+        ``benchmarks/bench_scoring.py``.
         """
-        weight = next(self.parameters())  # tables go where the weights are (and in their dtype)
+        table_a, table_b = self._prepare_tables(emb_a, emb_b)
+        return self._score_prepared(table_a, table_b, idx_a, idx_b, chunk_size)
+
+    @torch.no_grad()
+    def score_matrix(self, emb_a: Tensor, emb_b: Tensor, chunk_size: int = 65536) -> Tensor:
+        """``(N, E), (M, E)`` -> ``(N, M)`` scores of every pair (e.g. enrolment x test)."""
+        table_a, table_b = self._prepare_tables(emb_a, emb_b)
+        n, m = table_a.shape[0], table_b.shape[0]
+        rows_per_block = max(1, chunk_size // max(m, 1))
+        columns = torch.arange(m, device=table_b.device)
+        blocks = []
+        for start in range(0, n, rows_per_block):
+            rows = torch.arange(start, min(n, start + rows_per_block), device=table_a.device)
+            idx_a, idx_b = rows.repeat_interleave(m), columns.repeat(rows.numel())
+            scores = self._score_prepared(table_a, table_b, idx_a, idx_b, None)
+            blocks.append(scores.view(rows.numel(), m))
+        return torch.cat(blocks) if blocks else table_a.new_zeros(0, m)
+
+    def _prepare_tables(self, emb_a: Tensor, emb_b: Tensor) -> tuple[Tensor, Tensor]:
+        """Both tables on the weights' device and dtype, normalised and projected once."""
+        weight = next(self.parameters())
         table_a = self._prepare(emb_a.to(weight.device, weight.dtype))
-        table_b = (
-            table_a if emb_b is emb_a else self._prepare(emb_b.to(weight.device, weight.dtype))
-        )
+        if emb_b is emb_a:
+            return table_a, table_a
+        return table_a, self._prepare(emb_b.to(weight.device, weight.dtype))
+
+    def _score_prepared(
+        self,
+        table_a: Tensor,
+        table_b: Tensor,
+        idx_a: Tensor,
+        idx_b: Tensor,
+        chunk_size: int | None,
+    ) -> Tensor:
         chunk = chunk_size or (1024 if table_a.device.type == "cpu" else 65536)
         out = table_a.new_empty(idx_a.numel())
         features = table_a.new_empty(chunk, 3 * table_a.shape[1])
@@ -170,19 +200,6 @@ class PairVerifier(nn.Module):
         """Two flat buffers big enough for the widest hidden layer of any head."""
         widths = [layer.out_features for head in self.heads for layer in _linears(head)[:-1]]
         return [like.new_empty(chunk * max(widths, default=1)) for _ in range(2)]
-
-    @torch.no_grad()
-    def score_matrix(self, emb_a: Tensor, emb_b: Tensor, chunk_size: int = 65536) -> Tensor:
-        """``(N, E), (M, E)`` -> ``(N, M)`` scores of every pair (e.g. enrolment x test)."""
-        n, m = emb_a.shape[0], emb_b.shape[0]
-        rows_per_block = max(1, chunk_size // max(m, 1))
-        columns = torch.arange(m, device=emb_b.device)
-        blocks = []
-        for start in range(0, n, rows_per_block):
-            rows = torch.arange(start, min(n, start + rows_per_block), device=emb_a.device)
-            idx_a, idx_b = rows.repeat_interleave(m), columns.repeat(rows.numel())
-            blocks.append(self.score_pairs(emb_a, emb_b, idx_a, idx_b).view(rows.numel(), m))
-        return torch.cat(blocks) if blocks else emb_a.new_zeros(0, m)
 
 
 def _linears(head: nn.Module) -> list[nn.Linear]:
