@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import matplotlib.image
@@ -233,3 +235,31 @@ def test_eval_straight_from_sources(
     assert eval_main(args) == 0
     results = json.loads((tmp_path / "o" / "results.json").read_text())
     assert results["trials"] > 0 and 0 <= results["metrics"]["fused"]["eer"] <= 1
+
+
+def test_eval_from_sources_reuses_its_packing_until_an_input_changes(
+    demo_hdf: dict[str, Path], tiny_checkpoint: Path, tmp_path: Path, capfd
+) -> None:
+    source = demo_hdf["root"] / "corpus"
+    corpus = tmp_path / "corpus"  # a copy: this test changes a file
+    shutil.copytree(source, corpus)
+    out = tmp_path / "o"
+    args = ["--cp-path", str(tiny_checkpoint), "--test-data", f"ptm={corpus / 'ptm' / 'embedding.pt'}", f"mfbe=kaldi:{corpus / 'kaldi'}", f"pitch=kaldi:{corpus / 'kaldi'}:pitch.scp",
+            "--out-path", str(out), "--no-progress", "--no-plots"]  # fmt: skip
+    assert eval_main(args) == 0
+    packed = (out / "test_data.hdf").stat().st_mtime_ns
+    scores = (out / "scores_fused.txt").read_text()
+    capfd.readouterr()
+    assert eval_main(args) == 0
+    err = capfd.readouterr().err
+    assert "reusing" in err and "from the embedding cache" in err
+    assert (out / "test_data.hdf").stat().st_mtime_ns == packed  # not re-packed
+    assert (out / "scores_fused.txt").read_text() == scores
+    pitch_scp = corpus / "kaldi" / "pitch.scp"
+    os.utime(pitch_scp, ns=(pitch_scp.stat().st_atime_ns, pitch_scp.stat().st_mtime_ns + 10**9))
+    assert eval_main(args) == 0
+    err = capfd.readouterr().err
+    assert (
+        "reusing" not in err and "from the embedding cache" not in err
+    )  # packed and embedded anew
+    assert (out / "test_data.hdf").stat().st_mtime_ns != packed

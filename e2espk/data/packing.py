@@ -12,11 +12,12 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from e2espk.config import option
+from e2espk.config import config_to_dict, option
 from e2espk.data import validation
 from e2espk.data.corpus import COMPRESSIONS, HANDCRAFTED_KIND, PTM_KIND, CorpusWriter, StreamSpec
 from e2espk.data.sources import (
@@ -234,19 +235,45 @@ def join_streams(
     return sorted(complete), len(every) - len(complete)
 
 
+def speaker_map_files(config: PackConfig) -> list[Path]:
+    """The utt2spk/spk2utt files speakers come from: --utt2spk, else the Kaldi dirs' own."""
+    if config.utt2spk:
+        return [Path(p) for p in config.utt2spk]
+    dirs = [Path(d) for d in [*config.path_to_data, *config.more_data]]
+    dirs += [
+        Path(s.split(":")[1] if s.startswith("kaldi:") else s)
+        for specs in config.stream_sources().values()
+        for s in specs
+    ]
+    return [m for d in dict.fromkeys(dirs) if d.is_dir() and (m := speaker_map_of_kaldi_dir(d))]
+
+
+def input_signature(config: PackConfig) -> dict[str, Any]:
+    """What a corpus would be packed from: the options, and the size and modification time
+    of every input file. Equal signatures mean re-packing would write the same corpus."""
+    files = {
+        Path(path)
+        for specs in config.stream_sources().values()
+        for spec in specs
+        for path in open_source(spec).files()
+    }
+    files |= set(speaker_map_files(config))
+    stats = [
+        [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+        for path in sorted(files)
+        if path.is_file() and (stat := path.stat())
+    ]
+    options = config_to_dict(config)
+    for volatile in ("progress", "overwrite"):
+        options.pop(volatile, None)
+    return {"options": options, "files": stats}
+
+
 def speaker_map(config: PackConfig, utterances: list[str]) -> dict[str, str]:
     """utt -> speaker for every utterance; error listing those without a speaker."""
     if config.speaker_from_id:
         return {utt: utt.split(config.speaker_from_id, 1)[0] for utt in utterances}
-    maps = [Path(p) for p in config.utt2spk]
-    if not maps:
-        dirs = [Path(d) for d in [*config.path_to_data, *config.more_data]]
-        dirs += [
-            Path(s.split(":")[1] if s.startswith("kaldi:") else s)
-            for specs in config.stream_sources().values()
-            for s in specs
-        ]
-        maps = [m for d in dict.fromkeys(dirs) if d.is_dir() and (m := speaker_map_of_kaldi_dir(d))]
+    maps = speaker_map_files(config)
     if not maps and config.unknown_speakers:
         return dict.fromkeys(utterances, UNKNOWN_SPEAKER)
     if not maps:

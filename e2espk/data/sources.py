@@ -47,6 +47,10 @@ class FeatureSource:
         """Where an utterance comes from, for error messages."""
         return str(self.path)
 
+    def files(self) -> list[Path]:
+        """Every file this source reads, so callers can tell whether its data changed."""
+        return [self.path]
+
 
 SOURCES: Registry[Callable[[Path, str | None], FeatureSource]] = Registry("feature source kind")
 
@@ -94,6 +98,10 @@ class ScpSource(FeatureSource):
         _check_unique(path, (key for key, _ in pairs))
         self._ids = [key for key, _ in pairs]
         self._table = kaldiio.load_scp(str(path))
+        self._arks = sorted({value.rsplit(":", 1)[0] for _, value in pairs})  # "file.ark:offset"
+
+    def files(self) -> list[Path]:
+        return [self.path, *(Path(ark) for ark in self._arks)]
 
     def load(self, utterance: str) -> np.ndarray:
         try:
@@ -176,6 +184,10 @@ class FileTreeSource(FeatureSource):
 
     def where(self, utterance: str) -> str:
         return str(self._files[utterance])
+
+    def files(self) -> list[Path]:
+        listed = [self.path] if self.path.is_file() else []  # a manifest lists the files
+        return [*listed, *self._files.values()]
 
 
 @SOURCES.register("manifest")

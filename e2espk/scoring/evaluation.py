@@ -8,6 +8,7 @@ line per trial, ``enroll test score [target|nontarget]``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from e2espk.config import option
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import check_compatible
-from e2espk.data.packing import PackConfig, pack_corpus
+from e2espk.data.packing import PackConfig, input_signature, pack_corpus
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import atomic_path, write_json_atomic
 from e2espk.scoring import asnorm
@@ -104,6 +105,9 @@ class EvalReport:
 
 
 def test_corpus(config: EvalConfig, out: Path) -> Corpus:
+    """The test corpus: --test-hdf-file, or --test-data packed into OUT/test_data.hdf. A
+    corpus packed by an earlier run from the same options and unchanged input files (sizes
+    and modification times) is reused, so re-runs neither re-pack nor re-embed."""
     if config.test_hdf_file:
         return Corpus(config.test_hdf_file)
     if not config.test_data:
@@ -118,8 +122,23 @@ def test_corpus(config: EvalConfig, out: Path) -> Corpus:
         progress=config.progress,
         unknown_speakers=config.test_utt2spk is None,
     )
+    packed, record = out / "test_data.hdf", out / "test_data.inputs.json"
+    signature = json.loads(json.dumps(input_signature(pack)))  # as it reads back from JSON
+    if packed.is_file() and _read_record(record) == signature:
+        LOG.info("reusing %s: packed from the same, unchanged inputs", packed)
+        return Corpus(packed)
+    record.unlink(missing_ok=True)  # stale until the new packing has finished
     pack_corpus(pack)
-    return Corpus(out / "test_data.hdf")
+    write_json_atomic(record, signature)
+    return Corpus(packed)
+
+
+def _read_record(path: Path) -> Any:
+    """A JSON record, or None when it is missing or unreadable (then it is simply redone)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def resolve_trials(config: EvalConfig, corpus: Corpus, path: str | None) -> tuple[Trials, int]:
