@@ -9,6 +9,7 @@ COMMANDS = {
     "e2espk-inspect": "e2espk.cli.inspect:main",
     "e2espk-demo-corpus": "e2espk.cli.demo_corpus:main",
     "e2espk-train": "e2espk.cli.train:main",
+    "e2espk-average": "e2espk.cli.average:main",
     "e2espk-eval": "e2espk.cli.eval:main",
     "e2espk-embed": "e2espk.cli.embed:main",
     "e2espk-hp-search": "e2espk.cli.hp_search:main",

@@ -33,4 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"best {config.select_metric}: {result.best_metric:.4f} at epoch {result.best_epoch} -> {result.run_dir / 'best.pt'}"
         )
+    averaged = result.exported.get("averaged") or {}
+    if f"valid/{config.select_metric}" in averaged:
+        print(
+            f"averaged epochs {averaged['epochs']}: {config.select_metric} {averaged[f'valid/{config.select_metric}']:.4f} -> {averaged['checkpoint']}"
+        )
+    if "final" in result.exported:
+        print(f"final.pt = {result.exported['final']['source']} -> {result.run_dir / 'final.pt'}")
     return 0

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from e2espk.errors import ConfigError
 from e2espk.losses.margin import MarginHead
-from e2espk.losses.pairwise import pair_loss
+from e2espk.losses.pairwise import PairLossOptions, pair_loss
 
 if TYPE_CHECKING:
     from e2espk.models.verification import PairVerifier
@@ -29,6 +29,8 @@ class JointLoss(nn.Module):
         margin_head: classification head, required when ``margin_weight > 0``.
         verifier: pair verifier, required when ``pair_weight > 0``.
         margin_weight, pair_weight: non-negative weights, not both zero.
+        pair_options: pair mining, label smoothing and detaching of the pair loss (default:
+            all same pairs and as many random different pairs, gradients into the model).
     """
 
     def __init__(
@@ -37,6 +39,7 @@ class JointLoss(nn.Module):
         verifier: PairVerifier | None,
         margin_weight: float = 1.0,
         pair_weight: float = 0.0,
+        pair_options: PairLossOptions | None = None,
     ) -> None:
         super().__init__()
         if margin_weight < 0 or pair_weight < 0 or margin_weight + pair_weight == 0:
@@ -52,6 +55,7 @@ class JointLoss(nn.Module):
         self.verifier = verifier
         self.margin_weight = margin_weight
         self.pair_weight = pair_weight
+        self.pair_options = pair_options or PairLossOptions()
 
     def forward(
         self, emb: Tensor, labels: Tensor, generator: torch.Generator | None = None
@@ -71,7 +75,9 @@ class JointLoss(nn.Module):
             stats["accuracy"] = float((logits.detach().argmax(dim=1) == labels).float().mean())
         if self.pair_weight > 0:
             assert self.verifier is not None
-            verifier_loss, pair_stats = pair_loss(self.verifier, emb, labels, generator)
+            verifier_loss, pair_stats = pair_loss(
+                self.verifier, emb, labels, generator, options=self.pair_options
+            )
             total = total + self.pair_weight * verifier_loss
             stats.update(pair_stats)
         stats["loss"] = float(total.detach())

@@ -9,16 +9,20 @@ from e2espk.data.features import FEATURE_MODES, MODES, InputLayout
 from e2espk.data.transforms import CMVN
 from e2espk.errors import ConfigError
 from e2espk.losses.margin import MARGIN_HEADS
+from e2espk.losses.mining import PAIR_MINERS
+from e2espk.losses.pairwise import PairLossOptions
 from e2espk.models.backbones import BACKBONES
 from e2espk.models.config import ModelConfig
 from e2espk.models.fusion import FUSIONS
 from e2espk.models.pooling import POOLINGS
 from e2espk.models.verification import VerifierConfig
 from e2espk.scoring.scores import SCORE_TYPES
+from e2espk.training.margin_schedule import MarginSchedule
 from e2espk.training.optim import OPTIMIZERS, SCHEDULES
 
 METRICS = ("eer", "min_dcf@0.01", "min_dcf@0.05")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
+FINAL_CHECKPOINTS = ("averaged", "last", "best")
 
 
 @dataclasses.dataclass
@@ -105,6 +109,50 @@ class TrainConfig:
     smoothing: float = option(0.0, help="label smoothing of the margin loss")
     margin_weight: float = option(1.0, help="weight of the margin loss (0: off)")
     pair_weight: float = option(1.0, help="weight of the verification-pair loss (0: off)")
+    # generalisation to unseen speakers: margin warm-up, a second stage, checkpoint averaging
+    # and the exported checkpoint, pair mining and verifier regularisation
+    margin_start: float = option(
+        0.0, help="margin during --margin-hold-epochs, where the --margin-warmup-epochs ramp starts"
+    )
+    margin_hold_epochs: float = option(
+        0.0, help="epochs (fractions allowed) at --margin-start before the margin ramp"
+    )
+    margin_warmup_epochs: float = option(
+        0.0,
+        help="epochs of the linear ramp from --margin-start to --margin; with no hold either, --margin applies from the first step",
+    )
+    init_from: str | None = option(
+        None,
+        help="start from this checkpoint's model, verifier and margin-head weights (not its optimizer or schedule), e.g. a large-margin second stage; the architecture flags must match it",
+    )
+    average_last: int = option(
+        3,
+        help="average the weights of the last N epochs into averaged.pt (BatchNorm statistics averaged too) and validate it once (0 or 1: off)",
+    )
+    final_checkpoint: str = option(
+        "averaged",
+        choices=list(FINAL_CHECKPOINTS),
+        help="which checkpoint final.pt is: averaged.pt, last.pt, or best.pt (picked by --select-metric on the valid speakers)",
+    )
+    pair_mining: str = option(
+        "random",
+        choices=PAIR_MINERS.choices(),
+        help="pairs of the pair loss: random (all same, random different), hard (hardest positive per crop, highest-cosine different pairs) or semi_hard (the most similar different pairs below the positives)",
+    )
+    pair_negatives_per_positive: float = option(
+        1.0, help="different-speaker pairs per same-speaker pair in the pair loss (0: all)"
+    )
+    pair_label_smoothing: float = option(0.0, help="label smoothing of the pair loss's BCE targets")
+    pair_detach: bool = option(
+        False,
+        help="the verifier learns on detached embeddings: the pair loss sends no gradient into the embedding network",
+    )
+    verifier_dropout: float | None = option(
+        None, help="dropout in the verification network (default: --dropout-prob)"
+    )
+    verifier_l2: float | None = option(
+        None, help="weight decay of the verification network (default: --l2)"
+    )
     # optimisation
     optimizer: str = option("adam", choices=OPTIMIZERS.choices(), help="optimizer")
     lr: float = option(1e-3, help="peak learning rate")
@@ -179,7 +227,44 @@ class TrainConfig:
             raise ConfigError("--n-frames must be >= 2, --epochs >= 1 and --lr > 0")
         if self.valid_trials and not self.valid_hdf_file:
             raise ConfigError("--valid-trials needs --valid-hdf-file")
+        self._validate_generalisation()
         return self
+
+    def _validate_generalisation(self) -> None:
+        if min(self.margin_hold_epochs, self.margin_warmup_epochs, self.average_last) < 0:
+            raise ConfigError(
+                "--margin-hold-epochs, --margin-warmup-epochs and --average-last must be >= 0"
+            )
+        if self.final_checkpoint == "averaged" and self.average_last < 2:
+            raise ConfigError(
+                f"--final-checkpoint averaged needs --average-last >= 2 (got {self.average_last}); use --final-checkpoint last or best"
+            )
+        if self.final_checkpoint == "best" and not self.valid_hdf_file:
+            raise ConfigError("--final-checkpoint best needs --valid-hdf-file to pick it")
+        if self.pair_detach and self.pair_weight > 0 and self.margin_weight == 0:
+            raise ConfigError(
+                "--pair-detach with --margin-weight 0: nothing would train the embedding network"
+            )
+        if not 0.0 <= (self.verifier_dropout or 0.0) < 1.0:
+            raise ConfigError(f"--verifier-dropout must be in [0, 1), got {self.verifier_dropout}")
+        self.pair_options()  # checks the miner name, ratio and smoothing
+
+    def pair_options(self) -> PairLossOptions:
+        return PairLossOptions(
+            self.pair_mining,
+            self.pair_negatives_per_positive,
+            self.pair_label_smoothing,
+            self.pair_detach,
+        )
+
+    def margin_schedule(self, steps_per_epoch: int) -> MarginSchedule:
+        return MarginSchedule.from_epochs(
+            self.margin,
+            self.margin_start,
+            self.margin_hold_epochs,
+            self.margin_warmup_epochs,
+            steps_per_epoch,
+        )
 
     def model_config(self, layout: InputLayout) -> ModelConfig:
         """The architecture, with input dims resolved from the corpus."""
@@ -208,7 +293,7 @@ class TrainConfig:
         return VerifierConfig(
             hidden_size=self.hidden_size,
             n_hidden=self.n_hidden,
-            dropout=self.dropout_prob,
+            dropout=self.dropout_prob if self.verifier_dropout is None else self.verifier_dropout,
             rproj_size=self.rproj_size,
             ndiscriminators=self.ndiscriminators,
             seed=self.seed,

@@ -19,6 +19,7 @@ from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.scores import score_all
 from e2espk.training.board import TrainingBoard
+from e2espk.training.margin_schedule import MarginSchedule
 from e2espk.training.optim import LRSchedule
 
 LOG_EVERY = 10  # steps between TensorBoard step logs
@@ -37,6 +38,17 @@ class Optimization:
     amp_dtype: torch.dtype | None  # None: full precision
     max_gnorm: float
     step: int = 0
+    margin_schedule: MarginSchedule | None = None  # None: the head keeps its margin
+
+
+def apply_margin(opt: Optimization) -> float | None:
+    """Set the margin head's margin for this step; returns it (None without a head)."""
+    head = opt.loss.margin_head
+    if head is None:
+        return None
+    if opt.margin_schedule is not None:
+        head.set_margin(opt.margin_schedule.margin_at(opt.step))
+    return head.margin
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -66,6 +78,7 @@ def train_one_epoch(
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
     for batch in bar:
         lr = opt.schedule.apply(opt.step)
+        margin = apply_margin(opt)
         inputs = to_device(batch, opt.device)
         labels = batch["label"].to(opt.device)
         autocast = (
@@ -76,6 +89,8 @@ def train_one_epoch(
         with autocast:
             embeddings = opt.model(inputs)
         loss, stats = opt.loss(embeddings.float(), labels, generator)
+        if margin is not None:
+            stats["margin"] = margin
         if not math.isfinite(stats["loss"]):
             raise FloatingPointError(
                 f"training loss became {stats['loss']} at step {opt.step}; lower --lr or enable --max-gnorm"

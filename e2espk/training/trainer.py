@@ -2,7 +2,8 @@
 
 The experiment directory holds ``config.yaml``, ``model_summary.txt``, ``history.json`` (one
 entry per epoch), ``results.json``, ``last.pt``/``best.pt`` (and ``epoch_NNN.pt`` with
---save-every) and TensorBoard events in ``tb/``. A run killed at any point resumes with
+--save-every), the last --average-last epochs' weights in ``recent/`` averaged into
+``averaged.pt``, ``final.pt`` (the --final-checkpoint) and TensorBoard events in ``tb/``. A run killed at any point resumes with
 --resume from the end of its last finished epoch, and ends with the same weights as a run that
 was never interrupted (fixed seed, CPU).
 """
@@ -32,14 +33,17 @@ from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, build_pair_verifier
 from e2espk.scoring.trials import build_trials, read_trials
+from e2espk.training.average import export_checkpoints, keep_recent
 from e2espk.training.board import TrainingBoard
 from e2espk.training.checkpoint import (
     load_checkpoint,
+    load_embedding_system,
     restore_rng_state,
     rng_state,
     save_checkpoint,
 )
 from e2espk.training.config import TrainConfig
+from e2espk.training.init_from import initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
 from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
 
@@ -56,6 +60,7 @@ class TrainResult:
     run_dir: Path
     best_metric: float | None
     best_epoch: int | None
+    exported: dict[str, Any] = dataclasses.field(default_factory=dict)  # averaged.pt, final.pt
 
 
 def resolve_device(name: str) -> torch.device:
@@ -141,9 +146,13 @@ def prepare_run_dir(config: TrainConfig) -> Path:
 
 
 def parameter_groups(
-    model: torch.nn.Module, loss: torch.nn.Module, layer_weight_lr_scale: float
+    model: torch.nn.Module,
+    loss: torch.nn.Module,
+    layer_weight_lr_scale: float,
+    verifier_l2: float | None = None,
 ) -> list[dict[str, Any]]:
-    """The PTM layer-weight logits get their own learning rate and no weight decay.
+    """The PTM layer-weight logits get their own learning rate and no weight decay; with
+    ``verifier_l2`` the verifier gets its own weight decay.
 
     Adam moves each parameter by about the learning rate per step; the few layer logits must
     move by O(1) to choose layers, which at the base rate takes far longer than the rest of the
@@ -152,7 +161,9 @@ def parameter_groups(
     layer_logits = [
         param for name, param in model.named_parameters() if name.endswith("layer_logits")
     ]
-    chosen = {id(param) for param in layer_logits}
+    verifier = getattr(loss, "verifier", None) if verifier_l2 is not None else None
+    verifier_params = list(verifier.parameters()) if verifier is not None else []
+    chosen = {id(param) for param in [*layer_logits, *verifier_params]}
     others = [
         param for param in [*model.parameters(), *loss.parameters()] if id(param) not in chosen
     ]
@@ -161,6 +172,8 @@ def parameter_groups(
         groups.append(
             {"params": layer_logits, "lr_scale": layer_weight_lr_scale, "weight_decay": 0.0}
         )
+    if verifier_params:
+        groups.append({"params": verifier_params, "weight_decay": verifier_l2})
     return groups
 
 
@@ -209,6 +222,7 @@ class Run:
     best_epoch: int | None = None
     start_epoch: int = 0
     bad_epochs: int = 0
+    parent: dict[str, Any] | None = None  # the --init-from checkpoint
 
 
 def build_optimization(
@@ -222,7 +236,7 @@ def build_optimization(
     amp_dtype = resolve_amp(config.amp, device)
     optimizer = OPTIMIZERS.build(
         config.optimizer,
-        params=parameter_groups(model, loss, config.layer_weight_lr_scale),
+        params=parameter_groups(model, loss, config.layer_weight_lr_scale, config.verifier_l2),
         lr=config.lr,
         weight_decay=config.l2,
         momentum=config.momentum,
@@ -246,6 +260,7 @@ def build_optimization(
         device,
         amp_dtype,
         config.max_gnorm,
+        margin_schedule=config.margin_schedule(steps_per_epoch) if loss.margin_head else None,
     )
 
 
@@ -272,7 +287,9 @@ def build_model_and_loss(
     return (
         model,
         verifier,
-        JointLoss(head, verifier, config.margin_weight, config.pair_weight).to(device),
+        JointLoss(
+            head, verifier, config.margin_weight, config.pair_weight, config.pair_options()
+        ).to(device),
     )
 
 
@@ -321,6 +338,7 @@ def resume(run: Run) -> None:
         state["best_epoch"],
     )
     restore_rng_state(state["rng"])
+    run.parent = state.get("parent")
     LOG.info("resumed %s at epoch %d (step %d)", run.run_dir, run.start_epoch, run.opt.step)
 
 
@@ -335,7 +353,27 @@ def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
         "loss": opt.loss.state_dict(), "optimizer": opt.optimizer.state_dict(), "schedule": opt.schedule.state_dict(),
         "scaler": opt.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": opt.step,
         "best_metric": run.best, "best_epoch": run.best_epoch, "history": run.history,
+        "parent": run.parent,
     }  # fmt: skip
+
+
+def validate_model(
+    run: Run, model: torch.nn.Module, verifier: torch.nn.Module | None
+) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
+    """``validate`` on the run's valid set with the run's options."""
+    assert run.valid is not None
+    config = run.config
+    return validate(
+        model,
+        verifier,
+        run.valid,
+        run.layout,
+        run.opt.device,
+        config.valid_window_seconds,
+        config.valid_batch_size,
+        config.cmvn,
+        config.progress,
+    )
 
 
 def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
@@ -355,17 +393,7 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
         **{f"train/{k}": v for k, v in stats.items()},
     }
     if run.valid is not None:
-        metrics, embeddings, scores = validate(
-            opt.model,
-            run.verifier,
-            run.valid,
-            run.layout,
-            opt.device,
-            config.valid_window_seconds,
-            config.valid_batch_size,
-            config.cmvn,
-            config.progress,
-        )
+        metrics, embeddings, scores = validate_model(run, opt.model, run.verifier)
         entry.update({f"valid/{k}": v for k, v in metrics.items()})
         board.log_validation(opt.step, metrics, embeddings, scores, run.valid.labels)
     board.log_epoch(opt.step, stats)
@@ -388,6 +416,7 @@ def record_epoch(run: Run, epoch: int, entry: dict[str, Any]) -> None:
         run.opt.schedule.observe(current)
     payload = checkpoint_payload(run, epoch)
     save_checkpoint(run.run_dir / "last.pt", payload)
+    keep_recent(run.run_dir, epoch, payload, config.average_last)
     if improved:
         save_checkpoint(run.run_dir / "best.pt", payload)
     if config.save_every and (epoch + 1) % config.save_every == 0:
@@ -403,6 +432,11 @@ def _train(config: TrainConfig) -> TrainResult:
     run = build_run(config)
     if config.resume and (run.run_dir / "last.pt").exists():
         resume(run)
+    elif config.init_from:
+        run.parent = initialize_from(
+            config.init_from, run.opt.model, run.opt.loss, run.model_config.to_dict(),
+            config.verifier_config().to_dict() if run.verifier else None, run.corpus.speakers.tolist(),
+        )  # fmt: skip
     save_config(config, run.run_dir / "config.yaml")
     write_text_atomic(run.run_dir / "model_summary.txt", model_summary(run.opt.model, run.opt.loss))
     board = TrainingBoard(config.logdir or run.run_dir / "tb")
@@ -417,10 +451,34 @@ def _train(config: TrainConfig) -> TrainResult:
                     config.patience,
                 )
                 break
+        exported = export(run, board)
     finally:
         board.close()
     results = {"best_metric": run.best, "best_epoch": run.best_epoch, "select_metric": config.select_metric,
-               "epochs_run": len(run.history), "final": run.history[-1] if run.history else None, "run_dir": str(run.run_dir)}  # fmt: skip
+               "epochs_run": len(run.history), "final": run.history[-1] if run.history else None, "run_dir": str(run.run_dir),
+               "init_from": run.parent, "averaged": exported.get("averaged"), "final_checkpoint": exported.get("final")}  # fmt: skip
     write_json_atomic(run.run_dir / "results.json", results)
     model = cast(SpeakerEmbeddingModel, run.opt.model)
-    return TrainResult(model, run.verifier, run.history, run.run_dir, run.best, run.best_epoch)
+    return TrainResult(
+        model, run.verifier, run.history, run.run_dir, run.best, run.best_epoch, exported
+    )
+
+
+def export(run: Run, board: TrainingBoard) -> dict[str, Any]:
+    """averaged.pt (validated once, logged as ``valid_averaged/...``) and final.pt."""
+
+    def validate_checkpoint(path: Path) -> dict[str, float]:
+        system = load_embedding_system(path, run.opt.device)
+        metrics, _, _ = validate_model(run, system.model, system.verifier)
+        for key, value in metrics.items():
+            board.writer.add_scalar(f"valid_averaged/{key}", value, run.opt.step)
+        return metrics
+
+    last_epoch = run.history[-1]["epoch"] if run.history else None
+    return export_checkpoints(
+        run.run_dir,
+        run.config.average_last,
+        run.config.final_checkpoint,
+        last_epoch,
+        validate_checkpoint if run.valid is not None else None,
+    )
