@@ -12,6 +12,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from e2espk.cli.average import main as average_main
+from e2espk.cli.train import main as train_main
 from e2espk.errors import ConfigError
 from e2espk.losses import MARGIN_HEADS, JointLoss, PairLossOptions, mine_pairs, pair_loss
 from e2espk.losses.mining import hard_pairs, semi_hard_pairs
@@ -110,7 +111,10 @@ def parent_run(demo_hdf: dict[str, Path], tmp_path_factory: pytest.TempPathFacto
 
 
 def test_init_from_loads_weights_and_records_the_parent(
-    demo_hdf: dict[str, Path], parent_run: Path, tmp_path: Path
+    demo_hdf: dict[str, Path],
+    parent_run: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     parent = load_checkpoint(parent_run / "last.pt")
     cfg = config(
@@ -129,26 +133,21 @@ def test_init_from_loads_weights_and_records_the_parent(
     assert_same_weights(parent["model"], run.opt.model.state_dict())
     assert_same_weights(parent["loss"], run.opt.loss.state_dict())  # head and verifier
 
-    stage2 = config(
-        demo_hdf,
-        tmp_path / "stage2_run",
-        init_from=str(parent_run / "last.pt"),
-        n_frames=80,
-        margin=0.4,
-        epochs=1,
-        lr=1e-4,
-        warmup=0,
-        average_last=0,
-        final_checkpoint="last",
-    )
-    result = train(stage2)
-    assert result.history[0]["epoch"] == 0 and result.history[0]["train/steps"] == 3
-    results = json.loads((tmp_path / "stage2_run" / "results.json").read_text())
-    assert results["init_from"]["path"] == str((parent_run / "last.pt").resolve())
-    assert load_checkpoint(tmp_path / "stage2_run" / "last.pt")["parent"]["epoch"] == 1
-    saved = yaml.safe_load((tmp_path / "stage2_run" / "config.yaml").read_text())
-    assert saved["init_from"] == str(parent_run / "last.pt")
-    assert (tmp_path / "stage2_run" / "final.pt").samefile(tmp_path / "stage2_run" / "last.pt")
+    # the README recipe: the parent's config.yaml keeps the architecture, flags change the rest
+    stage2 = tmp_path / "stage2_run"
+    argv = ["--config", str(parent_run / "config.yaml"), "--init-from", str(parent_run / "final.pt"),
+            "--checkpoint-path", str(stage2), "--n-frames", "80", "--margin", "0.4", "--epochs", "1",
+            "--lr", "1e-4", "--warmup", "0", "--average-last", "0", "--final-checkpoint", "last"]  # fmt: skip
+    assert train_main(argv) == 0
+    assert "final.pt = last.pt" in capsys.readouterr().out
+    results = json.loads((stage2 / "results.json").read_text())
+    assert results["init_from"]["path"] == str((parent_run / "final.pt").resolve())
+    assert results["init_from"]["loaded"] == ["model", "verifier", "margin_head"]
+    assert results["epochs_run"] == 1 and results["final"]["train/steps"] == 3
+    assert load_checkpoint(stage2 / "last.pt")["parent"]["epoch"] == 1
+    saved = yaml.safe_load((stage2 / "config.yaml").read_text())
+    assert saved["init_from"] == str(parent_run / "final.pt") and saved["n_frames"] == 80
+    assert (stage2 / "final.pt").samefile(stage2 / "last.pt")
 
 
 def test_init_from_refuses_another_architecture(
