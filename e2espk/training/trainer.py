@@ -209,6 +209,7 @@ class Run:
     best_epoch: int | None = None
     start_epoch: int = 0
     bad_epochs: int = 0
+    score_fusion: dict[str, Any] | None = None  # fitted at the last validation
 
 
 def build_optimization(
@@ -320,6 +321,7 @@ def resume(run: Run) -> None:
         state["best_metric"],
         state["best_epoch"],
     )
+    run.score_fusion = state.get("score_fusion")
     restore_rng_state(state["rng"])
     LOG.info("resumed %s at epoch %d (step %d)", run.run_dir, run.start_epoch, run.opt.step)
 
@@ -335,6 +337,7 @@ def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
         "loss": opt.loss.state_dict(), "optimizer": opt.optimizer.state_dict(), "schedule": opt.schedule.state_dict(),
         "scaler": opt.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": opt.step,
         "best_metric": run.best, "best_epoch": run.best_epoch, "history": run.history,
+        "score_fusion": run.score_fusion,
     }  # fmt: skip
 
 
@@ -355,7 +358,7 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
         **{f"train/{k}": v for k, v in stats.items()},
     }
     if run.valid is not None:
-        metrics, embeddings, scores = validate(
+        metrics, embeddings, scores, fusion = validate(
             opt.model,
             run.verifier,
             run.valid,
@@ -367,6 +370,7 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
             config.progress,
         )
         entry.update({f"valid/{k}": v for k, v in metrics.items()})
+        run.score_fusion = fusion.to_dict() if fusion is not None else None
         board.log_validation(opt.step, metrics, embeddings, scores, run.valid.labels)
     board.log_epoch(opt.step, stats)
     board.log_model(opt.step, opt.model)
