@@ -42,7 +42,7 @@ def length_norm(x: np.ndarray) -> np.ndarray:
 
 
 def row_dots(
-    a: np.ndarray, b: np.ndarray, idx_a: np.ndarray, idx_b: np.ndarray, chunk: int = 1 << 16
+    a: np.ndarray, b: np.ndarray, idx_a: np.ndarray, idx_b: np.ndarray, chunk: int = 1 << 14
 ) -> np.ndarray:
     """``(a[idx_a] * b[idx_b]).sum(1)`` in chunks of trials, so memory stays bounded."""
     idx_a, idx_b = np.asarray(idx_a), np.asarray(idx_b)

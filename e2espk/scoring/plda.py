@@ -42,8 +42,8 @@ class TwoCovariancePLDA:
     """Two-covariance PLDA fitted by EM on labelled vectors.
 
     Args:
-        n_iter: EM iterations after the closed-form start (each one is cheap: a D x D inverse
-            per distinct number of utterances per speaker).
+        n_iter: EM iterations after the closed-form start (each costs a few D x D
+            decompositions and products with the (S, D) speaker statistics).
     """
 
     def __init__(self, n_iter: int = 20) -> None:
@@ -81,24 +81,23 @@ class TwoCovariancePLDA:
         second: np.ndarray,
         scale: float,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One EM iteration. E: the posterior of each speaker variable is
-        ``N(L (B^-1 mu + W^-1 f_s), L)`` with ``L = (B^-1 + n_s W^-1)^-1``, shared by speakers
-        with the same count ``n_s``. M: ``mu``, ``B``, ``W`` from the expected statistics."""
-        b_inv, w_inv = np.linalg.inv(between), np.linalg.inv(within)
-        dim = len(mu)
-        posterior_means = np.empty_like(sums)  # (S, D)
-        cov_sum_between = np.zeros((dim, dim))  # sum_s L_s
-        cov_sum_within = np.zeros((dim, dim))  # sum_s n_s L_s
-        for n in np.unique(counts):
-            members = counts == n
-            cov = np.linalg.inv(b_inv + n * w_inv)
-            cov = 0.5 * (cov + cov.T)
-            posterior_means[members] = (b_inv @ mu + sums[members] @ w_inv) @ cov
-            cov_sum_between += members.sum() * cov
-            cov_sum_within += members.sum() * n * cov
+        """One EM iteration. E: the posterior of speaker ``s``'s variable is ``N(y_s, L_s)``,
+        ``L_s = (B^-1 + n_s W^-1)^-1``, ``y_s = L_s (B^-1 mu + W^-1 f_s)``. With ``T`` such that
+        ``T^-1 W T^-T = I`` and ``T^-1 B T^-T = diag(lam)``, every ``L_s`` is
+        ``T diag(1 / (1 / lam + n_s)) T'``: one eigendecomposition per iteration, however
+        many speakers and counts. M: ``mu``, ``B``, ``W`` from the expected statistics."""
+        chol_inv = np.linalg.inv(np.linalg.cholesky(within))  # W = C C'
+        lam, rotation = np.linalg.eigh(chol_inv @ between @ chol_inv.T)
+        lam = np.maximum(lam, 1e-12)
+        to_diag = rotation.T @ chol_inv  # G = T^-1: G W G' = I, G B G' = diag(lam)
+        back = np.linalg.inv(to_diag)  # T
+        shrink = 1.0 / (1.0 / lam[None, :] + counts[:, None])  # (S, D) diagonal posterior covs
+        posterior_means = (((to_diag @ mu) / lam)[None, :] + sums @ to_diag.T) * shrink @ back.T
+        cov_between = (back * shrink.sum(axis=0)) @ back.T  # sum_s L_s
+        cov_within = (back * (counts @ shrink)) @ back.T  # sum_s n_s L_s
         n_speakers, n_total = len(counts), counts.sum()
         mu = posterior_means.mean(axis=0)
-        between = (cov_sum_between + posterior_means.T @ posterior_means) / n_speakers - np.outer(
+        between = (cov_between + posterior_means.T @ posterior_means) / n_speakers - np.outer(
             mu, mu
         )
         cross = sums.T @ posterior_means  # sum_s f_s y_s'
@@ -107,7 +106,7 @@ class TwoCovariancePLDA:
             - cross
             - cross.T
             + (posterior_means * counts[:, None]).T @ posterior_means
-            + cov_sum_within
+            + cov_within
         ) / n_total
         return mu, _floor(between, scale), _floor(within, scale)
 
