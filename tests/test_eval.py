@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import h5py
 import matplotlib.image
 import numpy as np
 import pytest
@@ -263,3 +264,109 @@ def test_eval_from_sources_reuses_its_packing_until_an_input_changes(
         "reusing" not in err and "from the embedding cache" not in err
     )  # packed and embedded anew
     assert (out / "test_data.hdf").stat().st_mtime_ns != packed
+
+
+BACKEND_SCORES = ["cosine_mean", "cosine_lda", "plda"]
+
+
+def test_eval_with_backends_and_their_asnorm(
+    demo_hdf: dict[str, Path],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from e2espk.scoring.backends import backend_from_dict
+
+    trials = write_kaldi_trials(tmp_path / "trials", *valid_pairs(demo_hdf))
+    out = tmp_path / "scores"
+    args = ["--cp-path", str(tiny_checkpoint), "--test-hdf-file", str(demo_hdf["valid"]), "--trials-path", str(trials),
+            "--out-path", str(out), "--backend-hdf-file", str(demo_hdf["train"]), "--cohort-hdf-file", str(demo_hdf["train"]),
+            "--cohort-top-n", "3", "--calibration-trials", str(trials), "--no-progress"]  # fmt: skip
+    assert eval_main(args) == 0
+    printed = capsys.readouterr().out
+    base = ["cosine", "learned", "fused"]
+    expected = [*base, *BACKEND_SCORES, *(f"{name}_asnorm" for name in [*base, *BACKEND_SCORES])]
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["metrics"]) == expected
+    for name in expected:
+        assert name in printed
+        scores = np.array(
+            [
+                float(line.split()[2])
+                for line in (out / f"scores_{name}.txt").read_text().splitlines()
+            ]
+        )
+        assert len(scores) == 28 and np.isfinite(scores).all()
+        assert 0 <= results["metrics"][name]["eer"] <= 1 and "cllr" in results["metrics"][name]
+    saved = json.loads((out / "backends.json").read_text())
+    assert saved["fitted_on"] == str(demo_hdf["train"]) and saved["utterances"] == 16
+    lda = backend_from_dict(saved["cosine_lda"])
+    assert lda.projection.shape == (8, 3)  # type: ignore[attr-defined]  # 4 training speakers
+    # the back-end corpus is the cohort corpus: one embedding cache serves both
+    assert sorted(p.name for p in (out / "embedding_cache").glob("*.h5")) == [
+        "cohort.h5",
+        "test.h5",
+    ]
+    # PLDA AS-norm by hand: cohort models are the speaker means of PLDA-transformed cohort
+    # utterances, scored by the PLDA; every row of both corpora is in the caches
+    plda = backend_from_dict(saved["plda"])
+    with h5py.File(out / "embedding_cache" / "test.h5") as handle:
+        test = plda.transform(handle["embeddings"][()])
+    with (
+        h5py.File(out / "embedding_cache" / "cohort.h5") as handle,
+        Corpus(demo_hdf["train"]) as cohort,
+    ):
+        models = plda.cohort_models(handle["embeddings"][()], cohort.speaker_of)
+    with Corpus(demo_hdf["valid"]) as corpus:
+        lines = [line.split() for line in (out / "scores_plda.txt").read_text().splitlines()]
+        idx_a, idx_b = (np.array([corpus.utterance_row(line[k]) for line in lines]) for k in (0, 1))
+    raw = plda.score_pairs(test, idx_a, idx_b)
+    np.testing.assert_allclose([float(line[2]) for line in lines], raw, atol=1e-5)
+    means, stds = top_n_statistics(test, models, 3, plda.score_matrix)
+    normalized = as_norm(raw, idx_a, idx_b, means, stds)
+    got = [
+        float(line.split()[2]) for line in (out / "scores_plda_asnorm.txt").read_text().splitlines()
+    ]
+    np.testing.assert_allclose(got, normalized, atol=1e-5)
+    assert matplotlib.image.imread(out / "det.png").ndim == 3
+
+
+def test_eval_backend_selection_and_errors(
+    demo_hdf: dict[str, Path],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "o"
+    base = ["--cp-path", str(tiny_checkpoint), "--test-hdf-file", str(demo_hdf["valid"]),
+            "--out-path", str(out), "--no-progress", "--no-plots"]  # fmt: skip
+    assert (
+        eval_main(
+            [
+                *base,
+                "--backend-hdf-file",
+                str(demo_hdf["train"]),
+                "--backends",
+                "plda",
+                "--lda-dim",
+                "2",
+            ]
+        )
+        == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["metrics"]) == ["cosine", "learned", "fused", "plda"]
+    assert (out / "embedding_cache" / "backend.h5").is_file()
+    capsys.readouterr()
+    assert eval_main([*base, "--backends", "plda"]) == 2
+    assert "--backends needs --backend-hdf-file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: the choices come from the registry
+        eval_main([*base, "--backend-hdf-file", str(demo_hdf["train"]), "--backends", "cds"])
+    assert "invalid choice: 'cds' (choose from 'lda', 'mean', 'plda')" in capsys.readouterr().err
+    # a sample too small to show two speakers cannot fit a back-end
+    args = [*base, "--backend-hdf-file", str(demo_hdf["train"]), "--backend-max-utterances", "1"]
+    assert eval_main(args) == 2
+    assert (
+        "demo_train.hdf: cannot fit the 'mean' back-end: a back-end needs at least 2 speakers"
+        in capsys.readouterr().err
+    )

@@ -1,4 +1,4 @@
-"""``eval.py``: score a trial list with a trained model (cosine, learned distance, fused; AS-norm)."""
+"""``eval.py``: score a trial list with a trained model (cosine, learned distance, fused; back-ends: mean, LDA, PLDA; AS-norm)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ def format_table(report: EvalReport) -> str:
     columns = sorted(
         {key for values in report.metrics.values() for key in values}, key=lambda k: (k != "eer", k)
     )
-    header = f"{'score':<16}" + "".join(f"{c:>16}" for c in columns)
+    width = max(16, 2 + max(map(len, report.metrics)))  # cosine_mean_asnorm is 18
+    header = f"{'score':<{width}}" + "".join(f"{c:>16}" for c in columns)
     rows = [header, "-" * len(header)]
     for name, values in report.metrics.items():
         cells = "".join(
@@ -25,7 +26,7 @@ def format_table(report: EvalReport) -> str:
             else f"{'':>16}"
             for c in columns
         )
-        rows.append(f"{name:<16}{cells}")
+        rows.append(f"{name:<{width}}{cells}")
     return "\n".join(rows) + "\n(eer in %)"
 
 

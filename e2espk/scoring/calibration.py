@@ -35,6 +35,38 @@ def _logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
 
 
+def fit_prior_weighted_logistic(
+    x: npt.ArrayLike, labels: npt.ArrayLike, p_target: float = 0.5, c: float = _C
+) -> tuple[FloatArray, float]:
+    """Prior-weighted logistic regression of the trial labels on the columns of ``x``.
+
+    Returns ``(w, b)`` with ``llr = x @ w + b``: the log posterior odds at prior ``p_target``
+    less ``logit(p_target)``, so an LLR whatever the trial list's target/non-target ratio.
+    Columns are standardised for the solver, so ``c`` (inverse L2 strength) penalises every
+    column the same at any score scale; the weights are mapped back to the raw columns.
+
+    Args:
+        x: ``(N, K)`` scores of ``K`` systems (one column for calibration, several for fusion).
+        labels: ``(N,)`` bool, True for target trials (both classes must be present).
+        p_target: effective target prior of the weighted fit, in (0, 1).
+        c: inverse L2 strength on the standardised columns (per unit of total weight N).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    features = np.asarray(x, dtype=np.float64)
+    y = np.asarray(labels, dtype=bool)
+    n, n_tar = y.shape[0], int(y.sum())
+    mean = features.mean(axis=0)
+    std = features.std(axis=0)
+    std[std == 0] = 1.0
+    # the weights sum to N, so the penalty is as small relative to the loss at any N
+    weight = np.where(y, p_target * n / n_tar, (1.0 - p_target) * n / (n - n_tar))
+    model = LogisticRegression(C=c, max_iter=1000, tol=1e-8)
+    model.fit((features - mean) / std, y.astype(np.int64), sample_weight=weight)
+    w = model.coef_[0] / std
+    return w, float(model.intercept_[0] - w @ mean - _logit(p_target))
+
+
 class LogisticCalibration:
     """Prior-weighted logistic-regression calibration, ``llr = a * score + b``.
 
@@ -62,24 +94,9 @@ class LogisticCalibration:
 
     def fit(self, scores: npt.ArrayLike, labels: npt.ArrayLike) -> LogisticCalibration:
         """Fit ``a`` and ``b`` on a held-out trial list (not the one being evaluated)."""
-        from sklearn.linear_model import LogisticRegression
-
         s, y = check_trials(scores, labels)
-        n_tar = int(y.sum())
-        n_non = y.shape[0] - n_tar
-        # standardise so the solver and the tiny penalty behave the same at any score scale
-        mean = float(s.mean())
-        std = float(s.std()) or 1.0
-        x = ((s - mean) / std)[:, None]
-        # the weights sum to N, so the penalty is as small relative to the loss at any N
-        n = y.shape[0]
-        weight = np.where(y, self.p_target * n / n_tar, (1.0 - self.p_target) * n / n_non)
-        model = LogisticRegression(C=_C, max_iter=1000, tol=1e-8)
-        model.fit(x, y.astype(np.int64), sample_weight=weight)
-        w = float(model.coef_[0, 0])
-        c = float(model.intercept_[0])
-        self.a = w / std
-        self.b = c - w * mean / std - _logit(self.p_target)
+        weights, self.b = fit_prior_weighted_logistic(s[:, None], y, self.p_target, _C)
+        self.a = float(weights[0])
         if s[y].min() > s[~y].max():
             logger.warning(
                 "calibration trials are perfectly separated; the slope (%.3g) is limited only "

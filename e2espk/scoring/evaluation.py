@@ -1,8 +1,10 @@
 """eval.py's pipeline: embed every test utterance once, score the trials, report metrics and plots.
 
-Score types: ``cosine``, ``learned`` (the verification network's logit) and ``fused`` (mean of
-their z-normalised scores); with a cohort, ``*_asnorm`` versions of each. Score files hold one
-line per trial, ``enroll test score [target|nontarget]``.
+Score types: ``cosine``, ``learned`` (the verification network's logit) and ``fused`` (the
+checkpoint's fitted logistic fusion of the two; the mean of their z-normalised scores for
+checkpoints without one); with a back-end corpus, ``cosine_mean``, ``cosine_lda`` and ``plda``
+(``e2espk.scoring.backends``); with a cohort, ``*_asnorm`` versions of each. Score files hold
+one line per trial, ``enroll test score [target|nontarget]``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from e2espk.config import option
 from e2espk.data.corpus import Corpus
@@ -22,13 +23,13 @@ from e2espk.data.features import check_compatible
 from e2espk.data.packing import PackConfig, input_signature, pack_corpus
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import atomic_path, write_json_atomic
-from e2espk.scoring import asnorm
+from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS
 from e2espk.scoring.calibration import LogisticCalibration
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.plots import plot_det, plot_score_histograms
-from e2espk.scoring.scores import fuse, score_all
+from e2espk.scoring.trial_scoring import score_trials
 from e2espk.scoring.trials import Trials, build_trials, read_trials
-from e2espk.training.checkpoint import EmbeddingSystem, load_embedding_system
+from e2espk.training.checkpoint import load_embedding_system
 
 LOG = logging.getLogger(__name__)
 
@@ -80,6 +81,21 @@ class EvalConfig:
         5000, help="cohort: at most this many utterances (seeded sample), averaged per speaker"
     )
     cohort_top_n: int = option(300, help="AS-norm: top-N cohort scores per side")
+    backend_hdf_file: str | None = option(
+        None,
+        help="labelled corpus (typically the training file) whose embeddings fit the scoring back-ends: adds the score types cosine_mean, cosine_lda, plda",
+    )
+    backends: list[str] = option(
+        default_factory=list,
+        choices=BACKENDS.choices(),
+        help=f"back-ends to fit on --backend-hdf-file (default: all, {' '.join(DEFAULT_BACKENDS)})",
+    )
+    backend_max_utterances: int = option(
+        20000, help="back-ends: at most this many utterances of --backend-hdf-file (seeded sample)"
+    )
+    lda_dim: int | None = option(
+        None, help="LDA back-end output dimension (default: min(150, speakers - 1, embedding dim))"
+    )
     p_targets: list[float] = option(
         default_factory=lambda: [0.01, 0.05], help="P_target values of minDCF (C_miss = C_fa = 1)"
     )
@@ -171,75 +187,6 @@ def resolve_trials(config: EvalConfig, corpus: Corpus, path: str | None) -> tupl
     return trials.subset(keep), int((~keep).sum())
 
 
-def cohort_embeddings(
-    config: EvalConfig, system: EmbeddingSystem, device: torch.device
-) -> np.ndarray:
-    corpus = Corpus(config.cohort_hdf_file or "")
-    check_compatible(system.layout, corpus)
-    rows = np.arange(len(corpus))
-    if len(rows) > config.cohort_max_utterances:
-        rows = np.sort(
-            np.random.default_rng(config.seed).choice(
-                rows, config.cohort_max_utterances, replace=False
-            )
-        )
-    embeddings = embed_rows(config, system, corpus, rows, device, "cohort")
-    return asnorm.speaker_means(embeddings, corpus.speaker_of[rows])
-
-
-def embed_rows(
-    config: EvalConfig,
-    system: EmbeddingSystem,
-    corpus: Corpus,
-    rows: Any,
-    device: torch.device,
-    cache_name: str,
-) -> np.ndarray:
-    """Embeddings of ``rows`` with eval's window, batch and progress options, through the
-    embedding cache ``OUT/embedding_cache/<cache_name>.h5`` unless caching is off."""
-    cache = Path(config.out_path) / "embedding_cache" / f"{cache_name}.h5"
-    return system.embed(
-        corpus,
-        rows,
-        config.window_seconds,
-        config.batch_size,
-        device,
-        config.progress,
-        cache if config.embedding_cache else None,
-    )
-
-
-def normalized_scores(
-    raw: dict[str, np.ndarray],
-    embeddings: np.ndarray,
-    cohort: np.ndarray,
-    idx: tuple[np.ndarray, np.ndarray],
-    system: EmbeddingSystem,
-    top_n: int,
-    device: torch.device,
-) -> dict[str, np.ndarray]:
-    """AS-norm versions of the cosine and learned scores (and their fusion)."""
-    out = {}
-    scorers: dict[str, asnorm.CohortScorer] = {"cosine": asnorm.cosine_matrix}
-    if system.verifier is not None:
-        verifier = system.verifier
-
-        def learned_matrix(rows: np.ndarray, cohort_rows: np.ndarray) -> np.ndarray:
-            a = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
-            b = torch.from_numpy(np.ascontiguousarray(cohort_rows)).to(device)
-            return verifier.score_matrix(a, b).float().cpu().numpy()  # type: ignore[operator]
-
-        scorers["learned"] = learned_matrix
-    for name, scorer in scorers.items():
-        means, stds = asnorm.top_n_statistics(
-            embeddings, cohort, top_n, scorer, max_elements=1 << 22
-        )
-        out[f"{name}_asnorm"] = asnorm.as_norm(raw[name], idx[0], idx[1], means, stds)
-    if "learned_asnorm" in out:
-        out["fused_asnorm"] = fuse([out["cosine_asnorm"], out["learned_asnorm"]])
-    return out
-
-
 def write_scores(path: Path, trials: Trials, scores: np.ndarray) -> Path:
     labels = (
         [""] * len(trials)
@@ -258,40 +205,14 @@ def write_scores(path: Path, trials: Trials, scores: np.ndarray) -> Path:
     return path
 
 
-def score_trials(
-    config: EvalConfig,
-    system: EmbeddingSystem,
-    corpus: Corpus,
-    trial_sets: list[Trials],
-    device: torch.device,
-) -> list[dict[str, np.ndarray]]:
-    """Embed the union of the trial sets' utterances once, then score each set."""
-    needed = sorted(set().union(*(t.utterances() for t in trial_sets)), key=corpus.utterance_row)
-    position = {utt: k for k, utt in enumerate(needed)}
-    rows = [corpus.utterance_row(u) for u in needed]
-    embeddings = embed_rows(config, system, corpus, rows, device, "test")
-    cohort = cohort_embeddings(config, system, device) if config.cohort_hdf_file else None
-    results = []
-    for trials in trial_sets:
-        idx = (
-            np.array([position[u] for u in trials.enroll]),
-            np.array([position[u] for u in trials.test]),
-        )
-        scores = score_all(embeddings, idx[0], idx[1], system.verifier, device)  # type: ignore[arg-type]
-        if cohort is not None:
-            scores |= normalized_scores(
-                scores, embeddings, cohort, idx, system, config.cohort_top_n, device
-            )
-        results.append(scores)
-    return results
-
-
 def run_evaluation(config: EvalConfig) -> EvalReport:
     """Score the trials and write score files, results.json and plots under ``out_path``."""
     from e2espk.training.trainer import resolve_device
 
     if not config.cp_path:
         raise ConfigError("--cp-path is required")
+    if config.backends and not config.backend_hdf_file:
+        raise ConfigError("--backends needs --backend-hdf-file (the corpus that fits them)")
     device = resolve_device(config.device)
     out = Path(config.out_path)
     out.mkdir(parents=True, exist_ok=True)

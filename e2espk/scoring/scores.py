@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from e2espk.models.verification import PairVerifier
+from e2espk.scoring.score_fusion import LogisticFusion
 
 SCORE_TYPES = ("cosine", "learned", "fused")
 
@@ -114,7 +115,8 @@ def learned_scores(
 
 
 def fuse(score_sets: list[np.ndarray]) -> np.ndarray:
-    """Mean of the z-normalised score types (statistics over the trial list, no labels used)."""
+    """Mean of the z-normalised score types (statistics over the trial list, no labels used):
+    the fusion of checkpoints saved without a fitted one (``LogisticFusion``)."""
     normalised = [(s - s.mean()) / (s.std() + 1e-12) for s in score_sets]
     return np.mean(normalised, axis=0).astype(np.float32)
 
@@ -125,10 +127,17 @@ def score_all(
     idx_b: np.ndarray,
     verifier: PairVerifier | None,
     device: torch.device | str = "cpu",
+    fusion: LogisticFusion | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every available score type for the trials (learned and fused need a verifier)."""
+    """Every available score type for the trials (learned and fused need a verifier).
+
+    ``fused`` applies ``fusion`` (the checkpoint's fitted one); without it, the z-normalised
+    mean of :func:`fuse`.
+    """
     scores = {"cosine": cosine_scores(embeddings, idx_a, idx_b)}
     if verifier is not None:
         scores["learned"] = learned_scores(verifier, embeddings, idx_a, idx_b, device)
-        scores["fused"] = fuse([scores["cosine"], scores["learned"]])
+        scores["fused"] = (
+            fuse([scores["cosine"], scores["learned"]]) if fusion is None else fusion.apply(scores)
+        )
     return scores

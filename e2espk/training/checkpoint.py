@@ -22,6 +22,7 @@ from e2espk.fileio import atomic_path
 
 if TYPE_CHECKING:
     from e2espk.models.speaker_model import SpeakerEmbeddingModel
+    from e2espk.scoring.score_fusion import LogisticFusion
 
 CHECKPOINT_FORMAT = "e2espk-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -86,6 +87,9 @@ class EmbeddingSystem:
     layout: InputLayout
     train_config: dict[str, Any]
     epoch: int
+    # fitted on the validation trials by train.py; None in checkpoints from before it was
+    # stored, which then fuse by the z-normalised mean (e2espk.scoring.scores.fuse)
+    score_fusion: LogisticFusion | None = None
 
     @property
     def cmvn(self) -> str:
@@ -133,6 +137,8 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
     from e2espk.models.config import ModelConfig
     from e2espk.models.speaker_model import build_speaker_model
     from e2espk.models.verification import VerifierConfig, build_pair_verifier
+    from e2espk.scoring.metrics import ScoringInputError
+    from e2espk.scoring.score_fusion import LogisticFusion
 
     payload = load_checkpoint(path, "cpu")
     try:
@@ -145,7 +151,9 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
                 VerifierConfig.from_dict(payload["verifier_config"]), model_config.latent_size
             )
             verifier.load_state_dict(payload["verifier"])
-    except (KeyError, RuntimeError) as error:
+        fusion = payload.get("score_fusion")
+        score_fusion = None if fusion is None else LogisticFusion.from_dict(fusion)
+    except (KeyError, RuntimeError, ScoringInputError) as error:
         raise InputDataError(
             path, f"checkpoint does not match this e2espk's models ({error})"
         ) from None
@@ -158,4 +166,5 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
         InputLayout.from_dict(payload["layout"]),
         payload["train_config"],
         int(payload["epoch"]),
+        score_fusion if verifier is not None else None,
     )

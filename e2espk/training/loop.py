@@ -17,6 +17,7 @@ from e2espk.data.features import InputLayout
 from e2espk.losses.joint import JointLoss
 from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.metrics import summarize
+from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.scores import score_all
 from e2espk.training.board import TrainingBoard
 from e2espk.training.margin_schedule import MarginSchedule
@@ -141,8 +142,13 @@ def validate(
     batch_size: int,
     cmvn: str,
     progress: bool = False,
-) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
-    """Embed each valid utterance once, score every trial; metrics as ``SCORE/METRIC``."""
+) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
+    """Embed each valid utterance once, score every trial; metrics as ``SCORE/METRIC``.
+
+    With a verifier, the score fusion is fitted on these trials and ``fused`` is its output
+    on the same trials (see ``LogisticFusion`` for why that is fair enough); it is returned
+    for the checkpoint.
+    """
     embeddings = extract_embeddings(
         model,
         valid.corpus,
@@ -155,8 +161,12 @@ def validate(
         progress,
     )
     scores = score_all(embeddings, valid.idx_a, valid.idx_b, verifier, device)  # type: ignore[arg-type]
+    fusion = None
+    if "learned" in scores:
+        fusion = LogisticFusion().fit(scores, valid.labels)
+        scores["fused"] = fusion.apply(scores)
     metrics = {}
     for name, values in scores.items():
         for key, value in summarize(values, valid.labels, p_targets=(0.01, 0.05)).items():
             metrics[f"{name}/{key}"] = value
-    return metrics, embeddings, scores
+    return metrics, embeddings, scores, fusion

@@ -32,6 +32,7 @@ from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, build_pair_verifier
+from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.trials import build_trials, read_trials
 from e2espk.training.average import export_checkpoints, keep_recent
 from e2espk.training.board import TrainingBoard
@@ -223,6 +224,7 @@ class Run:
     start_epoch: int = 0
     bad_epochs: int = 0
     parent: dict[str, Any] | None = None  # the --init-from checkpoint
+    score_fusion: dict[str, Any] | None = None  # fitted at the last validation
 
 
 def build_optimization(
@@ -337,6 +339,7 @@ def resume(run: Run) -> None:
         state["best_metric"],
         state["best_epoch"],
     )
+    run.score_fusion = state.get("score_fusion")
     restore_rng_state(state["rng"])
     run.parent = state.get("parent")
     LOG.info("resumed %s at epoch %d (step %d)", run.run_dir, run.start_epoch, run.opt.step)
@@ -353,13 +356,13 @@ def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
         "loss": opt.loss.state_dict(), "optimizer": opt.optimizer.state_dict(), "schedule": opt.schedule.state_dict(),
         "scaler": opt.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": opt.step,
         "best_metric": run.best, "best_epoch": run.best_epoch, "history": run.history,
-        "parent": run.parent,
+        "parent": run.parent, "score_fusion": run.score_fusion,
     }  # fmt: skip
 
 
 def validate_model(
     run: Run, model: torch.nn.Module, verifier: torch.nn.Module | None
-) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray]]:
+) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
     """``validate`` on the run's valid set with the run's options."""
     assert run.valid is not None
     config = run.config
@@ -393,8 +396,9 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
         **{f"train/{k}": v for k, v in stats.items()},
     }
     if run.valid is not None:
-        metrics, embeddings, scores = validate_model(run, opt.model, run.verifier)
+        metrics, embeddings, scores, fusion = validate_model(run, opt.model, run.verifier)
         entry.update({f"valid/{k}": v for k, v in metrics.items()})
+        run.score_fusion = fusion.to_dict() if fusion is not None else None
         board.log_validation(opt.step, metrics, embeddings, scores, run.valid.labels)
     board.log_epoch(opt.step, stats)
     board.log_model(opt.step, opt.model)
@@ -469,7 +473,11 @@ def export(run: Run, board: TrainingBoard) -> dict[str, Any]:
 
     def validate_checkpoint(path: Path) -> dict[str, float]:
         system = load_embedding_system(path, run.opt.device)
-        metrics, _, _ = validate_model(run, system.model, system.verifier)
+        metrics, _, _, fusion = validate_model(run, system.model, system.verifier)
+        # the averaged weights get a score fusion fitted on their own validation scores
+        payload = load_checkpoint(path, "cpu")
+        payload["score_fusion"] = fusion.to_dict() if fusion is not None else None
+        save_checkpoint(path, payload)
         for key, value in metrics.items():
             board.writer.add_scalar(f"valid_averaged/{key}", value, run.opt.step)
         return metrics

@@ -1,0 +1,234 @@
+"""eval.py's scoring: embed the test utterances once, fit the back-ends, score every trial set.
+
+Embeddings (test, cohort, back-end corpus) go through the embedding cache of ``OUT``. AS-norm
+statistics depend on the test utterances only, so they are computed once for all trial sets
+(the test trials and the calibration trials).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from e2espk.data.corpus import Corpus
+from e2espk.data.features import check_compatible
+from e2espk.errors import InputDataError
+from e2espk.fileio import write_json_atomic
+from e2espk.scoring import asnorm
+from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS, Backend
+from e2espk.scoring.metrics import ScoringInputError
+from e2espk.scoring.scores import fuse, score_all
+from e2espk.scoring.trials import Trials
+from e2espk.training.checkpoint import EmbeddingSystem
+
+if TYPE_CHECKING:
+    from e2espk.scoring.evaluation import EvalConfig
+
+LOG = logging.getLogger(__name__)
+
+
+def sampled_embeddings(
+    config: EvalConfig,
+    system: EmbeddingSystem,
+    path: str,
+    max_utterances: int,
+    device: torch.device,
+    cache_name: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings of a seeded sample of at most ``max_utterances`` of the corpus at ``path``
+    (through its embedding cache) and the speaker index of each."""
+    corpus = Corpus(path)
+    check_compatible(system.layout, corpus)
+    rows = np.arange(len(corpus))
+    if len(rows) > max_utterances:
+        rows = np.sort(
+            np.random.default_rng(config.seed).choice(rows, max_utterances, replace=False)
+        )
+    return embed_rows(config, system, corpus, rows, device, cache_name), corpus.speaker_of[rows]
+
+
+def cohort_embeddings(
+    config: EvalConfig, system: EmbeddingSystem, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
+    """The AS-norm cohort's utterance embeddings and speakers (speaker models are built per
+    score type: means of raw or back-end-transformed embeddings)."""
+    return sampled_embeddings(
+        config,
+        system,
+        config.cohort_hdf_file or "",
+        config.cohort_max_utterances,
+        device,
+        "cohort",
+    )
+
+
+def fit_backends(
+    config: EvalConfig, system: EmbeddingSystem, device: torch.device
+) -> dict[str, Backend]:
+    """The requested back-ends (by score type) fitted on ``--backend-hdf-file``; they are also
+    written to ``OUT/backends.json``. The same file as the cohort shares its embedding cache."""
+    path = config.backend_hdf_file or ""
+    same_as_cohort = bool(config.cohort_hdf_file) and (
+        Path(path).resolve() == Path(config.cohort_hdf_file or "").resolve()
+    )
+    embeddings, speakers = sampled_embeddings(
+        config,
+        system,
+        path,
+        config.backend_max_utterances,
+        device,
+        "cohort" if same_as_cohort else "backend",
+    )
+    options: dict[str, dict[str, Any]] = {"lda": {"dim": config.lda_dim}}
+    fitted: dict[str, Backend] = {}
+    for name in dict.fromkeys(BACKENDS.canonical(n) for n in config.backends or DEFAULT_BACKENDS):
+        try:
+            backend = BACKENDS.build(name, **options.get(name, {})).fit(embeddings, speakers)
+        except ScoringInputError as error:
+            raise InputDataError(path, f"cannot fit the {name!r} back-end: {error}") from None
+        fitted[backend.score_name] = backend
+    LOG.info(
+        "back-ends %s fitted on %d utterances of %d speakers",
+        ", ".join(fitted),
+        len(embeddings),
+        len(np.unique(speakers)),
+    )
+    write_json_atomic(
+        Path(config.out_path) / "backends.json",
+        {"fitted_on": path, "utterances": len(embeddings)}
+        | {name: backend.to_dict() for name, backend in fitted.items()},
+    )
+    return fitted
+
+
+def embed_rows(
+    config: EvalConfig,
+    system: EmbeddingSystem,
+    corpus: Corpus,
+    rows: Any,
+    device: torch.device,
+    cache_name: str,
+) -> np.ndarray:
+    """Embeddings of ``rows`` with eval's window, batch and progress options, through the
+    embedding cache ``OUT/embedding_cache/<cache_name>.h5`` unless caching is off."""
+    cache = Path(config.out_path) / "embedding_cache" / f"{cache_name}.h5"
+    return system.embed(
+        corpus,
+        rows,
+        config.window_seconds,
+        config.batch_size,
+        device,
+        config.progress,
+        cache if config.embedding_cache else None,
+    )
+
+
+@dataclasses.dataclass
+class ScoringTables:
+    """What the trial scores are computed from: test embeddings (N, E), each back-end's
+    transform of them, and for AS-norm the cohort in each score type's space."""
+
+    embeddings: np.ndarray
+    backends: dict[str, tuple[Backend, np.ndarray]]  # score type -> (back-end, (N, D) table)
+    cohort: tuple[np.ndarray, np.ndarray] | None = None  # cohort embeddings, speakers
+
+
+def cohort_statistics(
+    tables: ScoringTables, system: EmbeddingSystem, top_n: int, device: torch.device
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """AS-norm's top-N cohort mean and std of every test utterance, per score type. Cosine and
+    learned score against the cohort speakers' mean embeddings; a back-end against its own
+    cohort models (means of the transformed cohort: the PLDA scores speaker means)."""
+    assert tables.cohort is not None
+    cohort_x, cohort_speakers = tables.cohort
+    means = asnorm.speaker_means(cohort_x, cohort_speakers)
+    scorers: dict[str, tuple[np.ndarray, np.ndarray, asnorm.CohortScorer]] = {
+        "cosine": (tables.embeddings, means, asnorm.cosine_matrix)
+    }
+    if system.verifier is not None:
+        verifier = system.verifier
+
+        def learned_matrix(rows: np.ndarray, cohort_rows: np.ndarray) -> np.ndarray:
+            a = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
+            b = torch.from_numpy(np.ascontiguousarray(cohort_rows)).to(device)
+            return verifier.score_matrix(a, b).float().cpu().numpy()  # type: ignore[operator]
+
+        scorers["learned"] = (tables.embeddings, means, learned_matrix)
+        fusion = system.score_fusion
+        if fusion is not None:  # AS-norm of the fused score itself, from fused cohort scores
+
+            def fused_matrix(rows: np.ndarray, cohort_rows: np.ndarray) -> np.ndarray:
+                return fusion.apply(
+                    {
+                        "cosine": asnorm.cosine_matrix(rows, cohort_rows),
+                        "learned": learned_matrix(rows, cohort_rows),
+                    }
+                )
+
+            scorers["fused"] = (tables.embeddings, means, fused_matrix)
+    for name, (backend, table) in tables.backends.items():
+        models = backend.cohort_models(cohort_x, cohort_speakers)
+        scorers[name] = (table, models, backend.score_matrix)
+    return {
+        name: asnorm.top_n_statistics(rows, cohort, top_n, scorer, max_elements=1 << 22)
+        for name, (rows, cohort, scorer) in scorers.items()
+    }
+
+
+def normalized_scores(
+    raw: dict[str, np.ndarray],
+    statistics: dict[str, tuple[np.ndarray, np.ndarray]],
+    idx: tuple[np.ndarray, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """AS-norm versions of the raw scores. Without a fitted fusion (older checkpoints),
+    ``fused_asnorm`` is the z-normalised mean of the AS-normed cosine and learned scores."""
+    out = {
+        f"{name}_asnorm": asnorm.as_norm(raw[name], idx[0], idx[1], *statistics[name])
+        for name in raw
+        if name in statistics
+    }
+    if "learned" in statistics and "fused" not in statistics:
+        out["fused_asnorm"] = fuse([out["cosine_asnorm"], out["learned_asnorm"]])
+    order = [f"{name}_asnorm" for name in raw]  # the raw scores' order
+    return {name: out[name] for name in order if name in out}
+
+
+def score_trials(
+    config: EvalConfig,
+    system: EmbeddingSystem,
+    corpus: Corpus,
+    trial_sets: list[Trials],
+    device: torch.device,
+) -> list[dict[str, np.ndarray]]:
+    """Embed the union of the trial sets' utterances once, then score each set."""
+    needed = sorted(set().union(*(t.utterances() for t in trial_sets)), key=corpus.utterance_row)
+    position = {utt: k for k, utt in enumerate(needed)}
+    rows = [corpus.utterance_row(u) for u in needed]
+    embeddings = embed_rows(config, system, corpus, rows, device, "test")
+    backends = fit_backends(config, system, device) if config.backend_hdf_file else {}
+    tables = ScoringTables(
+        embeddings,
+        {name: (backend, backend.transform(embeddings)) for name, backend in backends.items()},
+        cohort_embeddings(config, system, device) if config.cohort_hdf_file else None,
+    )
+    statistics = (
+        cohort_statistics(tables, system, config.cohort_top_n, device) if tables.cohort else {}
+    )
+    results = []
+    for trials in trial_sets:
+        idx = (
+            np.array([position[u] for u in trials.enroll], dtype=np.int64),
+            np.array([position[u] for u in trials.test], dtype=np.int64),
+        )
+        scores = score_all(embeddings, idx[0], idx[1], system.verifier, device, system.score_fusion)  # type: ignore[arg-type]
+        for name, (backend, table) in tables.backends.items():
+            scores[name] = backend.score_pairs(table, *idx).astype(np.float32)
+        if statistics:
+            scores |= normalized_scores(scores, statistics, idx)
+        results.append(scores)
+    return results
