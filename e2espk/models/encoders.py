@@ -25,13 +25,24 @@ class PtmEncoder(nn.Module):
         norm: "layer" (LayerNorm over D per frame), "instance" (each of the D dims normalised
             over time, per utterance) or "none".
         dropout: dropout on the projected features.
+        layer_dropout: in training, each layer is left out of each example's mix with this
+            probability (at least one is always kept) and the softmax weights are renormalised
+            over the kept ones, so the model cannot come to rely on one layer alone. Inactive
+            in eval mode.
     """
 
     def __init__(
-        self, n_layers: int, dim: int, out_dim: int, norm: str = "layer", dropout: float = 0.0
+        self,
+        n_layers: int,
+        dim: int,
+        out_dim: int,
+        norm: str = "layer",
+        dropout: float = 0.0,
+        layer_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.n_layers = n_layers
+        self.layer_dropout = layer_dropout
         self.dim = dim
         self.out_dim = out_dim
         self.norm_kind = norm
@@ -51,6 +62,17 @@ class PtmEncoder(nn.Module):
         """Softmax probabilities of the L layers, detached, for logging."""
         return torch.softmax(self.layer_logits.detach(), dim=0)
 
+    def mixing_weights(self, batch_size: int) -> Tensor:
+        """The softmax layer weights ``(L,)``; in training with layer dropout, per example
+        ``(B, L)`` and renormalised over the layers each example keeps."""
+        if not (self.training and self.layer_dropout > 0 and self.n_layers > 1):
+            return torch.softmax(self.layer_logits, dim=0)
+        scores = torch.rand(batch_size, self.n_layers, device=self.layer_logits.device)
+        # a layer is kept when its score clears the rate; the top score always is
+        keep = (scores >= self.layer_dropout) | (scores == scores.amax(dim=1, keepdim=True))
+        logits = self.layer_logits.expand(batch_size, -1).masked_fill(~keep, float("-inf"))
+        return torch.softmax(logits, dim=1)
+
     def forward(self, ptm: Tensor) -> Tensor:
         """``(B, T, L, D)`` frames -> ``(B, C, T)``; pooled ``(B, L, D)`` -> ``(B, C, 1)``."""
         if ptm.dim() == 3:
@@ -61,8 +83,8 @@ class PtmEncoder(nn.Module):
                 f"(B, T, {self.n_layers}, {self.dim}) or pooled (B, {self.n_layers}, {self.dim}) "
                 "(ptm_layers, ptm_dim in the model config)"
             )
-        weights = torch.softmax(self.layer_logits, dim=0).to(ptm.dtype)
-        mixed = torch.einsum("btld,l->btd", ptm, weights)  # (B, T, D)
+        weights = self.mixing_weights(ptm.shape[0]).to(ptm.dtype)  # (L,) or (B, L)
+        mixed = torch.einsum(f"btld,{'bl' if weights.dim() == 2 else 'l'}->btd", ptm, weights)
         if self.norm_kind == "instance":  # statistics in float32: fp16 variance overflows
             frames = mixed.float()
             mean = frames.mean(dim=1, keepdim=True)
