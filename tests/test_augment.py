@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from e2espk.data import augment
-from e2espk.data.augment import AugmentConfig, draw_spans, stage_rng
+from e2espk.data.augment import AugmentConfig, draw_spans
 from e2espk.data.corpus import Corpus, CorpusWriter, StreamSpec
 from e2espk.data.features import resolve_layout
 from e2espk.data.loader import CropDataset, SpeakerBatchSampler, training_loader
@@ -24,11 +24,10 @@ from e2espk.training.trainer import train
 from tests.conftest import TINY_TRAIN
 
 MELS = 20
-OFF = AugmentConfig(spec_time_masks=0, spec_freq_masks=0, ptm_time_masks=0)
+OFF = AugmentConfig(spec_time_masks=0, spec_freq_masks=0)
 ALL_ON = AugmentConfig(
     spec_time_masks=2, spec_time_mask_frames=15, spec_freq_masks=2, spec_freq_mask_bins=5,
-    spec_gain_db=6.0, spec_tilt_db=6.0, spec_mix_prob=1.0, ptm_time_masks=2,
-    ptm_time_mask_frames=6,
+    spec_gain_db=6.0, spec_tilt_db=6.0, spec_mix_prob=1.0,
 )  # fmt: skip
 
 
@@ -117,28 +116,42 @@ def test_gain_tilt_and_mix_act_on_log_mel_only(tmp_path: Path) -> None:
         AugmentConfig(spec_gain_db=3).validate("mean")
 
 
-def test_ptm_masks_and_the_crop_seed(tmp_path: Path) -> None:
+def test_the_crop_seed_decides_the_augmentation(tmp_path: Path) -> None:
     corpus = random_corpus(tmp_path / "c.hdf")
     layout = resolve_layout(corpus, "fusion", "mfbe_pitch")
-    plain = CropDataset(corpus, layout, 0.8, "mean", OFF)
-    assert plain.augment is None  # all off: plain crops, nothing drawn
-    config = replace(OFF, ptm_time_masks=2, ptm_time_mask_frames=6)
-    masked = CropDataset(corpus, layout, 0.8, "mean", config)
-    for seed in range(10):
-        a, b = plain[(2, seed)], masked[(2, seed)]
-        ptm = np.asarray(a["ptm"])
-        np.testing.assert_array_equal(a["handcrafted"], b["handcrafted"])
-        spans = draw_spans(stage_rng(seed, augment.PTM_MASKS), 40, 2, 6)
-        hit = np.zeros(40, dtype=bool)
-        for start, stop in spans:
-            hit[start:stop] = True
-        np.testing.assert_array_equal(np.asarray(b["ptm"])[~hit], ptm[~hit])
-        np.testing.assert_allclose(np.asarray(b["ptm"])[hit], np.broadcast_to(ptm.mean(0), ptm[hit].shape), atol=1e-6)  # fmt: skip
+    assert CropDataset(corpus, layout, 0.8, "mean", OFF).augment is None  # all off: plain crops
+    plain = CropDataset(corpus, layout, 0.8, "none")
     everything = CropDataset(corpus, layout, 0.8, "none", ALL_ON)
     first, again, other = everything[(3, 7)], everything[(3, 7)], everything[(3, 8)]
     for key in ("ptm", "handcrafted"):
         np.testing.assert_array_equal(first[key], again[key])  # same seed, same crop
     assert not np.array_equal(first["handcrafted"], other["handcrafted"])
+    unaugmented = plain[(3, 7)]
+    np.testing.assert_array_equal(first["ptm"], unaugmented["ptm"])  # masked in the encoder
+    np.testing.assert_array_equal(  # same crop position, pitch untouched
+        first["handcrafted"][:, MELS],  # type: ignore[index]
+        unaugmented["handcrafted"][:, MELS],  # type: ignore[index]
+    )
+
+
+def test_ptm_time_masks_fill_spans_with_the_mean_frame_in_training_only() -> None:
+    encoder = PtmEncoder(n_layers=3, dim=4, out_dim=2, time_masks=2, time_mask_frames=6)
+    mixed = torch.randn(500, 40, 4)
+    torch.manual_seed(3)
+    out = encoder.train().mask_frames(mixed)
+    torch.manual_seed(3)
+    torch.testing.assert_close(encoder.mask_frames(mixed), out)  # same seed, same masks
+    hit = (out != mixed).any(dim=2)  # (B, T)
+    mean = mixed.mean(dim=1, keepdim=True).expand_as(mixed)
+    torch.testing.assert_close(out[hit], mean[hit])
+    assert hit.sum(dim=1).max() <= 12 and hit.any(dim=1).float().mean() > 0.8
+    runs = [
+        len(run) for row in hit.tolist() for run in "".join("x" if h else " " for h in row).split()
+    ]
+    assert max(runs) <= 12 and 6 in runs  # two spans of up to 6 frames (they may touch)
+    assert torch.equal(encoder.eval().mask_frames(mixed), mixed)  # a no-op in eval mode
+    with pytest.raises(ConfigError, match="ptm_time_masks"):
+        ModelConfig(mode="ptm", ptm_layers=3, ptm_dim=4, ptm_time_masks=-1).validate()
 
 
 def test_augmented_batches_do_not_depend_on_workers(demo_hdf: dict[str, Path]) -> None:
@@ -205,7 +218,7 @@ def test_training_with_every_augmentation(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("embedding for eval/validation must not augment")
 
-    for name in ("mask_spectral", "level_log_mel", "augment_ptm", "mix_log_mel"):
+    for name in ("mask_spectral", "level_log_mel", "mix_log_mel"):
         monkeypatch.setattr(augment, name, refuse)
     corpus = Corpus(demo_hdf["valid"])
     rows = list(range(len(corpus)))

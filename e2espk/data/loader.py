@@ -74,11 +74,7 @@ class CropDataset(Dataset):
         start_s = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
         item: dict[str, np.ndarray | int] = {"label": int(self.corpus.speaker_of[row]), "row": row}
         if self.layout.uses_ptm:
-            ptm = self._read(row, PTM_KIND, start_s)
-            if self.augment is not None and not self.layout.ptm_pooled:
-                rng_ptm = augmentation.stage_rng(seed, augmentation.PTM_MASKS)
-                ptm = augmentation.augment_ptm(ptm, self.augment, rng_ptm)
-            item["ptm"] = ptm
+            item["ptm"] = self._read(row, PTM_KIND, start_s)  # masked in the PtmEncoder
         if self.layout.uses_handcrafted:
             item["handcrafted"] = self._handcrafted(row, start_s, seed)
         return item

@@ -46,6 +46,8 @@ class SpeakerEmbeddingModel(nn.Module):
                 config.ptm_norm,
                 config.dropout,
                 config.ptm_layer_dropout,
+                config.ptm_time_masks,
+                config.ptm_time_mask_frames,
             )
         if config.uses_handcrafted:
             assert config.handcrafted_dim is not None  # validated

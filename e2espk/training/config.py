@@ -88,11 +88,9 @@ class TrainConfig:
         _AUG.spec_mix_snr_db, metavar="DB", help="SNR range (LOW HIGH) of that mix"
     )
     ptm_time_masks: int = option(
-        _AUG.ptm_time_masks, help="time masks per crop over PTM frames, drawn apart (0: off)"
+        1, help="time masks per crop over PTM frames, independent of the others (0: off)"
     )
-    ptm_time_mask_frames: int = option(
-        _AUG.ptm_time_mask_frames, help="widest PTM time mask, in PTM frames"
-    )
+    ptm_time_mask_frames: int = option(5, help="widest PTM time mask, in PTM frames")
     ptm_layer_dropout: float = option(
         0.0, help="probability of dropping a PTM layer from an example's weighted sum (0: off)"
     )
@@ -250,6 +248,8 @@ class TrainConfig:
             latent_size=self.latent_size,
             dropout=self.dropout_prob,
             ptm_layer_dropout=self.ptm_layer_dropout,
+            ptm_time_masks=self.ptm_time_masks,
+            ptm_time_mask_frames=self.ptm_time_mask_frames,
         ).validate()
 
     def verifier_config(self) -> VerifierConfig:
