@@ -14,7 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from e2espk.data import augment as augmentation
 from e2espk.data import transforms
+from e2espk.data.augment import AugmentConfig
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
 from e2espk.errors import ConfigError
@@ -40,15 +42,27 @@ class CropDataset(Dataset):
         layout: which streams and dims the model reads.
         crop_seconds: span of every crop; shorter utterances are repeat-padded.
         cmvn: normalisation of handcrafted frames: 'none', 'mean' or 'meanvar' (per crop).
+        augment: augmentation of the crops (``e2espk.data.augment``), drawn from the crop's
+            seed; None (or all off) for plain crops.
     """
 
     def __init__(
-        self, corpus: Corpus, layout: InputLayout, crop_seconds: float, cmvn: str = "mean"
+        self,
+        corpus: Corpus,
+        layout: InputLayout,
+        crop_seconds: float,
+        cmvn: str = "mean",
+        augment: AugmentConfig | None = None,
     ) -> None:
         self.corpus = corpus
         self.layout = layout
         self.crop_seconds = crop_seconds
         self.normalize = transforms.CMVN.get(cmvn)
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.columns = augmentation.stream_columns(
+            layout.handcrafted_streams,
+            [corpus.streams[name].dims[0] for name in layout.handcrafted_streams],
+        )
 
     def __len__(self) -> int:
         return len(self.corpus)
@@ -60,13 +74,42 @@ class CropDataset(Dataset):
         start_s = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
         item: dict[str, np.ndarray | int] = {"label": int(self.corpus.speaker_of[row]), "row": row}
         if self.layout.uses_ptm:
-            item["ptm"] = self._read(row, PTM_KIND, start_s)
+            item["ptm"] = self._read(row, PTM_KIND, start_s)  # masked in the PtmEncoder
         if self.layout.uses_handcrafted:
-            parts = [self._read(row, name, start_s) for name in self.layout.handcrafted_streams]
-            item["handcrafted"] = self.normalize(
-                np.concatenate(parts, axis=1).astype(np.float32, copy=False)
-            )
+            item["handcrafted"] = self._handcrafted(row, start_s, seed)
         return item
+
+    def _handcrafted(self, row: int, start_s: float, seed: int) -> np.ndarray:
+        """The concatenated handcrafted crop ``(T, F)``: mix, gain and tilt, CMN, then masks."""
+        parts = [self._read(row, name, start_s) for name in self.layout.handcrafted_streams]
+        frames = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+        aug = self.augment
+        if aug is None:
+            return self.normalize(frames)
+        frames = self._mix(row, frames, augmentation.stage_rng(seed, augmentation.MIX))
+        rng = augmentation.stage_rng(seed, augmentation.GAIN_TILT)
+        frames = augmentation.level_log_mel(frames, self.columns, aug, rng)
+        rng = augmentation.stage_rng(seed, augmentation.SPEC_MASKS)
+        return augmentation.mask_spectral(self.normalize(frames), self.columns, aug, rng)
+
+    def _mix(self, row: int, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """With --spec-mix-prob, add a random crop of another speaker's log-mel as noise."""
+        assert self.augment is not None
+        weight = augmentation.draw_mix_weight(rng, self.augment)
+        log_mel = [n for n in self.columns if n in augmentation.LOG_MEL_STREAMS]
+        offsets = self.corpus.speaker_offsets
+        speaker = int(self.corpus.speaker_of[row])
+        own = int(offsets[speaker + 1] - offsets[speaker])
+        if weight is None or not log_mel or own == len(self.corpus):
+            return frames
+        other = int(rng.integers(len(self.corpus) - own))  # a row of another speaker
+        other += own if other >= offsets[speaker] else 0
+        slack = max(utterance_seconds(self.corpus, self.layout, other) - self.crop_seconds, 0.0)
+        start_s = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
+        for name in log_mel:
+            noise = self._read(other, name, start_s)
+            frames = augmentation.mix_log_mel(frames, noise, weight, self.columns[name])
+        return frames
 
     def _read(self, row: int, stream: str, start_s: float) -> np.ndarray:
         spec = self.corpus.streams[stream]

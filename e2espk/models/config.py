@@ -85,6 +85,12 @@ class ModelConfig:
     ptm_pooled: bool = False  # PTM given as utterance-level means (B, L, D), no time axis
     ptm_norm: str = "layer"  # "layer" (LayerNorm over D) | "instance" (over time) | "none"
     ptm_rate_hz: float = 50.0  # PTM frame rate (20 ms hop)
+    # Training only (no effect in eval mode): probability of leaving a layer out of an
+    # example's weighted sum (the weights are renormalised over the kept layers), and time
+    # masks over the mixed PTM frames: count per example and widest span in PTM frames.
+    ptm_layer_dropout: float = 0.0
+    ptm_time_masks: int = 0
+    ptm_time_mask_frames: int = 5
     # Handcrafted stream: batch["handcrafted"] is (B, T_h, F) at handcrafted_rate_hz.
     handcrafted_dim: int | None = None  # F: concatenated streams, e.g. 81 = mfbe 80 + pitch 1
     handcrafted_rate_hz: float = 100.0  # handcrafted frame rate (10 ms hop)
@@ -147,8 +153,13 @@ class ModelConfig:
         _check_choice("ptm_norm", self.ptm_norm, PTM_NORMS)
         _check_choice("fusion_direction", self.fusion_direction, FUSION_DIRECTIONS)
         _check_choice("gate_granularity", self.gate_granularity, GATE_GRANULARITIES)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("ptm_time_masks", "ptm_time_mask_frames"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("dropout", "ptm_layer_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
         # Rates only matter for streams with a time axis (a pooled PTM may carry None).
         if self.uses_ptm and not self.ptm_pooled:
             _check_rate("ptm_rate_hz", self.ptm_rate_hz)

@@ -25,13 +25,32 @@ class PtmEncoder(nn.Module):
         norm: "layer" (LayerNorm over D per frame), "instance" (each of the D dims normalised
             over time, per utterance) or "none".
         dropout: dropout on the projected features.
+        layer_dropout: in training, each layer is left out of each example's mix with this
+            probability (at least one is always kept) and the softmax weights are renormalised
+            over the kept ones, so the model cannot come to rely on one layer alone.
+        time_masks, time_mask_frames: in training, this many spans of up to this many frames
+            per example are replaced by the example's mean frame after the layer mix (the same
+            as masking every layer, since the mix is linear, at 1/L of the cost).
+
+    Both augmentations draw from torch's RNG, like dropout, and are inactive in eval mode.
     """
 
     def __init__(
-        self, n_layers: int, dim: int, out_dim: int, norm: str = "layer", dropout: float = 0.0
+        self,
+        n_layers: int,
+        dim: int,
+        out_dim: int,
+        norm: str = "layer",
+        dropout: float = 0.0,
+        layer_dropout: float = 0.0,
+        time_masks: int = 0,
+        time_mask_frames: int = 0,
     ) -> None:
         super().__init__()
         self.n_layers = n_layers
+        self.layer_dropout = layer_dropout
+        self.time_masks = time_masks
+        self.time_mask_frames = time_mask_frames
         self.dim = dim
         self.out_dim = out_dim
         self.norm_kind = norm
@@ -51,6 +70,31 @@ class PtmEncoder(nn.Module):
         """Softmax probabilities of the L layers, detached, for logging."""
         return torch.softmax(self.layer_logits.detach(), dim=0)
 
+    def mixing_weights(self, batch_size: int) -> Tensor:
+        """The softmax layer weights ``(L,)``; in training with layer dropout, per example
+        ``(B, L)`` and renormalised over the layers each example keeps."""
+        if not (self.training and self.layer_dropout > 0 and self.n_layers > 1):
+            return torch.softmax(self.layer_logits, dim=0)
+        scores = torch.rand(batch_size, self.n_layers, device=self.layer_logits.device)
+        # a layer is kept when its score clears the rate; the top score always is
+        keep = (scores >= self.layer_dropout) | (scores == scores.amax(dim=1, keepdim=True))
+        logits = self.layer_logits.expand(batch_size, -1).masked_fill(~keep, float("-inf"))
+        return torch.softmax(logits, dim=1)
+
+    def mask_frames(self, mixed: Tensor) -> Tensor:
+        """Training: SpecAugment-style time masks over ``(B, T, D)`` mixed frames, each span of
+        width uniform in ``[0, time_mask_frames]`` filled with the example's mean frame."""
+        batch, frames = mixed.shape[:2]
+        if not (self.training and self.time_masks and self.time_mask_frames) or frames < 2:
+            return mixed
+        device = mixed.device
+        shape = (batch, self.time_masks, 1)
+        widths = torch.randint(0, min(self.time_mask_frames, frames) + 1, shape, device=device)
+        starts = (torch.rand(shape, device=device) * (frames - widths + 1)).long()
+        t = torch.arange(frames, device=device)
+        hit = ((t >= starts) & (t < starts + widths)).any(dim=1)  # (B, T)
+        return torch.where(hit[..., None], mixed.mean(dim=1, keepdim=True), mixed)
+
     def forward(self, ptm: Tensor) -> Tensor:
         """``(B, T, L, D)`` frames -> ``(B, C, T)``; pooled ``(B, L, D)`` -> ``(B, C, 1)``."""
         if ptm.dim() == 3:
@@ -61,8 +105,9 @@ class PtmEncoder(nn.Module):
                 f"(B, T, {self.n_layers}, {self.dim}) or pooled (B, {self.n_layers}, {self.dim}) "
                 "(ptm_layers, ptm_dim in the model config)"
             )
-        weights = torch.softmax(self.layer_logits, dim=0).to(ptm.dtype)
-        mixed = torch.einsum("btld,l->btd", ptm, weights)  # (B, T, D)
+        weights = self.mixing_weights(ptm.shape[0]).to(ptm.dtype)  # (L,) or (B, L)
+        mixed = torch.einsum(f"btld,{'bl' if weights.dim() == 2 else 'l'}->btd", ptm, weights)
+        mixed = self.mask_frames(mixed)  # (B, T, D)
         if self.norm_kind == "instance":  # statistics in float32: fp16 variance overflows
             frames = mixed.float()
             mean = frames.mean(dim=1, keepdim=True)

@@ -40,7 +40,14 @@ class SpeakerEmbeddingModel(nn.Module):
         if config.uses_ptm:
             assert config.ptm_layers is not None and config.ptm_dim is not None  # validated
             self.ptm_encoder = PtmEncoder(
-                config.ptm_layers, config.ptm_dim, hidden, config.ptm_norm, config.dropout
+                config.ptm_layers,
+                config.ptm_dim,
+                hidden,
+                config.ptm_norm,
+                config.dropout,
+                config.ptm_layer_dropout,
+                config.ptm_time_masks,
+                config.ptm_time_mask_frames,
             )
         if config.uses_handcrafted:
             assert config.handcrafted_dim is not None  # validated

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from e2espk.config import option
+from e2espk.data.augment import AugmentConfig
 from e2espk.data.features import FEATURE_MODES, MODES, InputLayout
 from e2espk.data.transforms import CMVN
 from e2espk.errors import ConfigError
@@ -20,6 +21,7 @@ from e2espk.scoring.scores import SCORE_TYPES
 from e2espk.training.margin_schedule import MarginSchedule
 from e2espk.training.optim import OPTIMIZERS, SCHEDULES
 
+_AUG = AugmentConfig()  # the augmentation defaults, shown by the flags below
 METRICS = ("eer", "min_dcf@0.01", "min_dcf@0.05")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 FINAL_CHECKPOINTS = ("averaged", "last", "best")
@@ -61,6 +63,41 @@ class TrainConfig:
     utts_per_speaker: int = option(2, help="utterances per speaker in a batch (K of P x K)")
     valid_batch_size: int = option(64, help="windows per batch when embedding the valid corpus")
     workers: int = option(0, help="DataLoader worker processes")
+    # augmentation of training crops (validation and eval never are); e2espk/data/augment.py
+    spec_time_masks: int = option(
+        _AUG.spec_time_masks, help="SpecAugment time masks per crop over log-mel/MFCC (0: off)"
+    )
+    spec_time_mask_frames: int = option(
+        _AUG.spec_time_mask_frames, help="widest time mask, in handcrafted frames"
+    )
+    spec_freq_masks: int = option(
+        _AUG.spec_freq_masks, help="frequency masks per crop over log-mel/MFCC bins (0: off)"
+    )
+    spec_freq_mask_bins: int = option(
+        _AUG.spec_freq_mask_bins, help="widest frequency mask, in bins (never over pitch)"
+    )
+    spec_gain_db: float = option(
+        _AUG.spec_gain_db,
+        help="random log-mel gain in [-x, x] dB (needs --cmvn none: CMN removes it)",
+    )
+    spec_tilt_db: float = option(
+        _AUG.spec_tilt_db,
+        help="random log-mel tilt, lowest to highest band in [-x, x] dB (needs --cmvn none)",
+    )
+    spec_mix_prob: float = option(
+        _AUG.spec_mix_prob,
+        help="probability of adding another speaker's log-mel crop as noise (0: off)",
+    )
+    spec_mix_snr_db: tuple[float, float] = option(
+        _AUG.spec_mix_snr_db, metavar="DB", help="SNR range (LOW HIGH) of that mix"
+    )
+    ptm_time_masks: int = option(
+        1, help="time masks per crop over PTM frames, independent of the others (0: off)"
+    )
+    ptm_time_mask_frames: int = option(5, help="widest PTM time mask, in PTM frames")
+    ptm_layer_dropout: float = option(
+        0.0, help="probability of dropping a PTM layer from an example's weighted sum (0: off)"
+    )
     # model
     fusion: str = option(
         "concat", choices=FUSIONS.choices(), help="how fusion mode combines the streams"
@@ -228,6 +265,7 @@ class TrainConfig:
         if self.valid_trials and not self.valid_hdf_file:
             raise ConfigError("--valid-trials needs --valid-hdf-file")
         self._validate_generalisation()
+        self.augment_config().validate(self.cmvn)
         return self
 
     def _validate_generalisation(self) -> None:
@@ -266,6 +304,13 @@ class TrainConfig:
             steps_per_epoch,
         )
 
+    def augment_config(self) -> AugmentConfig:
+        """Augmentation of the training crops (the fields of the same names)."""
+        names = [field.name for field in dataclasses.fields(AugmentConfig)]
+        values = {name: getattr(self, name) for name in names}
+        values["spec_mix_snr_db"] = tuple(values["spec_mix_snr_db"])
+        return AugmentConfig(**values)
+
     def model_config(self, layout: InputLayout) -> ModelConfig:
         """The architecture, with input dims resolved from the corpus."""
         return ModelConfig(
@@ -287,6 +332,9 @@ class TrainConfig:
             pooling=self.pooling,
             latent_size=self.latent_size,
             dropout=self.dropout_prob,
+            ptm_layer_dropout=self.ptm_layer_dropout,
+            ptm_time_masks=self.ptm_time_masks,
+            ptm_time_mask_frames=self.ptm_time_mask_frames,
         ).validate()
 
     def verifier_config(self) -> VerifierConfig:

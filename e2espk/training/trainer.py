@@ -307,7 +307,9 @@ def build_run(config: TrainConfig) -> Run:
     sampler = SpeakerBatchSampler(
         corpus.speaker_offsets, config.batch_size, config.utts_per_speaker, config.seed
     )
-    dataset = CropDataset(corpus, layout, config.crop_seconds(layout), config.cmvn)
+    dataset = CropDataset(
+        corpus, layout, config.crop_seconds(layout), config.cmvn, config.augment_config()
+    )
     loader = training_loader(dataset, sampler, config.workers, device.type == "cuda")
     run_dir = prepare_run_dir(config)
     model, verifier, loss = build_model_and_loss(config, model_config, len(corpus.speakers), device)
@@ -323,7 +325,8 @@ def resume(run: Run) -> None:
     # weights and optimizer state to their parameters' device (Adam's step counters stay on
     # the CPU, as a fresh run has them).
     state = load_checkpoint(path, "cpu")
-    if state["model_config"] != run.model_config.to_dict():
+    saved = type(run.model_config).from_dict(state["model_config"])  # older: fewer keys
+    if saved.to_dict() != run.model_config.to_dict():
         raise ConfigError(
             f"{path} was trained with another model config; cannot --resume with these flags"
         )
