@@ -1,0 +1,351 @@
+#!/usr/bin/env python
+"""Dev benchmark: accuracy on unseen speakers of real (synthesised, channel-degraded) audio.
+
+    python benchmarks/dev_benchmark.py --data /tmp/devbench [--build] [--systems ...]
+        [--seeds 0 1 2] [--ablations] [--out benchmarks/results/devbench.json]
+
+The corpus (``benchmarks/devbench/build.py``) is speech from espeak-ng, flite and festival
+voices, perturbed into speakers and passed through per-session channels, with features from
+real extractors (kaldi-native-fbank log-mel/MFCC, Praat F0, resemblyzer's LSTM states as the
+PTM stream). Its test speakers come from voice families that never occur in training or
+validation. Everything here is what a user would run: data_prep packs it, ``train.py`` trains
+from a recipe under ``recipes/``, ``eval.py`` scores the official test trials with every
+back-end; only the classical baselines and the peer row are computed by this script itself.
+
+Rows:
+  * classical: utterance mean+std of log-mel scored by cosine, LDA + cosine and PLDA, with
+    the back-ends fitted on the training speakers (e2espk's own back-end code);
+  * peer: SpeechBrain's ECAPA-TDNN and AAM loss on the same log-mel
+    (``benchmarks/devbench/peer_speechbrain.py``, its own modules, run in its own environment);
+  * e2espk systems: each a recipe plus overrides (``SYSTEMS``), evaluated on the checkpoint
+    that train.py exports by default and on best.pt / last.pt;
+  * ``--ablations``: the default recipe with one lever switched off at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without pip install -e
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from _bench_util import REPO, environment, setup_logging, table
+
+from e2espk.data.corpus import Corpus
+from e2espk.fileio import write_json_atomic, write_text_atomic
+from e2espk.scoring.metrics import compute_eer, compute_min_dcf
+from e2espk.scoring.trials import read_trials
+
+LOG = logging.getLogger("bench.devbench")
+RECIPES = REPO / "recipes"
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """An e2espk system: a recipe file plus flag overrides."""
+
+    recipe: str
+    overrides: tuple[str, ...] = ()
+    note: str = ""
+
+
+# The recipe as shipped before this benchmark existed (the demo's, at batch 64; issue 13).
+TODAY = System(
+    "devbench_2026-11.yaml",
+    note="demo recipe at batch 64: fusion concat, mfbe_pitch, ecapa_tdnn_tiny, best.pt by validation",
+)
+DEFAULT = System("devbench.yaml", note="recipes/devbench.yaml")
+SYSTEMS: dict[str, System] = {"today": TODAY, "default": DEFAULT}
+
+
+def run(command: list[str], log_path: Path) -> None:
+    """Run a user-facing command, its output in ``log_path``; fail loudly with its tail."""
+    LOG.info("$ %s", " ".join(command))
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        status = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if status.returncode:
+        tail = log_path.read_text()[-3000:]
+        raise RuntimeError(f"{command[:2]} failed ({status.returncode}); {log_path}:\n{tail}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Paths of the built corpus."""
+
+    root: Path
+
+    @property
+    def train(self) -> Path:
+        return self.root / "hdf" / "dev_train.hdf"
+
+    @property
+    def valid(self) -> Path:
+        return self.root / "hdf" / "dev_valid.hdf"
+
+    @property
+    def test(self) -> Path:
+        return self.root / "hdf" / "dev_test.hdf"
+
+    @property
+    def test_trials(self) -> Path:
+        return self.root / "trials" / "test.txt"
+
+    @property
+    def valid_trials(self) -> Path:
+        return self.root / "trials" / "valid.txt"
+
+
+# ------------------------------------------------------------------------------------------
+# classical baselines
+
+
+def utterance_stats(corpus: Corpus, stream: str = "mfbe") -> tuple[np.ndarray, list[str]]:
+    """Mean and standard deviation over time of one stream, per utterance: ``(N, 2F)``; for
+    the PTM stream the mean of every layer's states, concatenated: ``(N, L*D)``."""
+    rows = []
+    for row in range(len(corpus)):
+        frames = corpus.read(row, stream).astype(np.float64)
+        if frames.ndim == 3:  # PTM (T, L, D)
+            rows.append(frames.mean(axis=0).reshape(-1))
+            continue
+        rows.append(np.concatenate([frames.mean(axis=0), frames.std(axis=0)]))
+    return np.asarray(rows, dtype=np.float32), corpus.utterances.tolist()
+
+
+def trial_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {
+        "eer": compute_eer(scores, labels),
+        "min_dcf@0.01": compute_min_dcf(scores, labels, p_target=0.01),
+    }
+
+
+def classical_scores(
+    train_x: np.ndarray, train_spk: np.ndarray, test_x: np.ndarray, idx_a: np.ndarray, idx_b: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Cosine, LDA + cosine and LDA + PLDA on standardised statistics (Kaldi-recipe order),
+    every back-end fitted on the training speakers only (e2espk's own back-end code)."""
+    from e2espk.scoring.backends import BACKENDS
+
+    mean, std = train_x.mean(axis=0), train_x.std(axis=0) + 1e-6
+    train_z, test_z = (train_x - mean) / std, (test_x - mean) / std
+    scores = {}
+    cosine = BACKENDS.build("mean").fit(train_z, train_spk)
+    scores["cosine"] = cosine.score_pairs(cosine.transform(test_z), idx_a, idx_b)
+    lda_dim = min(100, len(set(train_spk.tolist())) - 1, train_x.shape[1])
+    lda = BACKENDS.build("lda", dim=lda_dim).fit(train_z, train_spk)
+    scores[f"lda{lda_dim}+cosine"] = lda.score_pairs(lda.transform(test_z), idx_a, idx_b)
+    projected_train = lda.transform(train_z)
+    plda = BACKENDS.build("plda").fit(projected_train, train_spk)
+    scores[f"lda{lda_dim}+plda"] = plda.score_pairs(
+        plda.transform(lda.transform(test_z)), idx_a, idx_b
+    )
+    return scores
+
+
+def classical_rows(
+    data: Data, streams: tuple[str, ...] = ("mfbe", "mfcc", "ptm")
+) -> list[dict[str, Any]]:
+    """Utterance mean+std of each handcrafted stream, scored three classical ways; the same for
+    the time-averaged PTM states (the pre-trained encoder's own speaker information)."""
+    train, test = Corpus(data.train), Corpus(data.test)
+    train_spk = train.speakers[train.speaker_of]
+    trials = read_trials(data.test_trials)
+    position = {utt: k for k, utt in enumerate(test.utterances.tolist())}
+    idx_a = np.array([position[u] for u in trials.enroll])
+    idx_b = np.array([position[u] for u in trials.test])
+    labels = np.asarray(trials.labels, dtype=bool)
+    rows = []
+    for stream in streams:
+        train_x, _ = utterance_stats(train, stream)
+        test_x, _ = utterance_stats(test, stream)
+        for name, scores in classical_scores(train_x, train_spk, test_x, idx_a, idx_b).items():
+            rows.append(
+                {
+                    "system": f"classical: {stream} mean+std"
+                    if stream != "ptm"
+                    else "reference: PTM states, time mean (all layers)",
+                    "checkpoint": "-",
+                    "score": name,
+                    **trial_metrics(scores, labels),
+                }
+            )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# e2espk systems
+
+
+def train_and_eval(
+    name: str, system: System, data: Data, seed: int, work: Path, threads: int, extra: list[str]
+) -> list[dict[str, Any]]:
+    """train.py from the recipe, then eval.py on the test trials for each exported checkpoint."""
+    run_dir = work / f"{name}_seed{seed}"
+    if not (run_dir / "results.json").exists():
+        if run_dir.exists():
+            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        run(
+            [
+                sys.executable, "train.py", "--config", str(RECIPES / system.recipe),
+                "--train-hdf-file", str(data.train), "--valid-hdf-file", str(data.valid),
+                "--valid-trials", str(data.valid_trials), "--seed", str(seed),
+                "--threads", str(threads), "--checkpoint-path", str(run_dir), "--no-progress",
+                *system.overrides, *extra,
+            ],
+            work / "logs" / f"{name}_seed{seed}.train.log",
+        )  # fmt: skip
+    rows = []
+    for checkpoint in ("final.pt", "best.pt", "last.pt"):
+        path = run_dir / checkpoint
+        if not path.exists():
+            continue
+        out = run_dir / f"eval_{path.stem}"
+        if not (out / "results.json").exists():
+            run(
+                [
+                    sys.executable, "eval.py", "--cp-path", str(path),
+                    "--test-hdf-file", str(data.test), "--trials-path", str(data.test_trials),
+                    "--cohort-hdf-file", str(data.train), "--backend-hdf-file", str(data.train),
+                    "--out-path", str(out), "--no-progress", "--no-plots",
+                ],
+                work / "logs" / f"{name}_seed{seed}.eval_{path.stem}.log",
+            )  # fmt: skip
+        results = json.loads((out / "results.json").read_text())
+        for score, metrics in results["metrics"].items():
+            rows.append(
+                {
+                    "system": f"e2espk {name}",
+                    "seed": seed,
+                    "checkpoint": checkpoint,
+                    "score": score,
+                    "eer": metrics["eer"],
+                    "min_dcf@0.01": metrics["min_dcf@0.01"],
+                }
+            )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# peer toolkit
+
+
+def peer_rows(data: Data, work: Path, python: str, seed: int, epochs: int) -> list[dict[str, Any]]:
+    out = work / f"peer_speechbrain_seed{seed}.json"
+    if not out.exists():
+        run(
+            [
+                python, "benchmarks/devbench/peer_speechbrain.py",
+                "--train-hdf", str(data.train), "--test-hdf", str(data.test),
+                "--trials", str(data.test_trials), "--out", str(out),
+                "--seed", str(seed), "--epochs", str(epochs),
+            ],
+            work / "logs" / f"peer_seed{seed}.log",
+        )  # fmt: skip
+    result = json.loads(out.read_text())
+    return [
+        {
+            "system": "peer: SpeechBrain ECAPA-TDNN + AAM, log-mel",
+            "seed": seed,
+            "checkpoint": "last",
+            "score": "cosine",
+            "eer": result["eer"],
+            "min_dcf@0.01": result["min_dcf@0.01"],
+        }
+    ]
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """One markdown table; rows of several seeds give mean and min-max."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["system"], row["checkpoint"], row["score"]), []).append(row)
+    lines = []
+    for (system, checkpoint, score), members in groups.items():
+        eers = np.array([100 * m["eer"] for m in members])
+        dcfs = np.array([m["min_dcf@0.01"] for m in members])
+        spread = (
+            f" ({eers.min():.2f}–{eers.max():.2f})" if len(members) > 1 else ""
+        )
+        lines.append(
+            [system, checkpoint, score, f"{eers.mean():.2f}{spread}", f"{dcfs.mean():.3f}", str(len(members))]
+        )
+    return table(["system", "checkpoint", "score", "EER %", "minDCF@0.01", "seeds"], lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("/tmp/devbench"), help="built corpus directory")
+    parser.add_argument("--build", action="store_true", help="build the corpus first (if absent)")
+    parser.add_argument("--work", type=Path, default=None, help="runs and logs (default DATA/runs)")
+    parser.add_argument("--systems", nargs="+", default=["classical", "peer", "today", "default"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--ablations", action="store_true", help="default recipe minus one lever each")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--train-args", nargs=argparse.REMAINDER, default=[], help="appended to every train.py call"
+    )
+    parser.add_argument("--peer-python", default=sys.executable, help="python with speechbrain")
+    parser.add_argument("--peer-epochs", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "devbench.json")
+    args = parser.parse_args(argv)
+    setup_logging()
+    data = Data(args.data)
+    work = args.work or args.data / "runs"
+    started = time.perf_counter()
+    if args.build and not data.test.exists():
+        run([sys.executable, "benchmarks/devbench/build.py", "--out", str(args.data)], work / "logs" / "build.log")
+    rows: list[dict[str, Any]] = []
+    timings: dict[str, float] = {}
+    systems = dict(SYSTEMS)
+    if args.ablations:
+        systems.update(ABLATIONS)
+    for name in args.systems + (list(ABLATIONS) if args.ablations else []):
+        began = time.perf_counter()
+        for seed in args.seeds if name != "classical" else [0]:
+            if name == "classical":
+                rows += classical_rows(data)
+            elif name == "peer":
+                rows += peer_rows(data, work, args.peer_python, seed, args.peer_epochs)
+            else:
+                rows += train_and_eval(
+                    name, systems[name], data, seed, work, args.threads, args.train_args
+                )
+        timings[name] = time.perf_counter() - began
+        LOG.info("%s done in %.0f s", name, timings[name])
+        write_json_atomic(args.out, {"rows": rows, "timings_s": timings, "environment": environment()})
+    meta_path = args.data / "meta.json"
+    report = {
+        "rows": rows,
+        "timings_s": timings,
+        "total_s": time.perf_counter() - started,
+        "corpus": json.loads(meta_path.read_text()) if meta_path.exists() else None,
+        "environment": environment(),
+    }
+    write_json_atomic(args.out, report)
+    text = render(rows)
+    write_text_atomic(args.out.with_suffix(".md"), text + "\n")
+    print(text)
+    return 0
+
+
+# The default recipe with one lever switched off each (flags as train.py takes them).
+ABLATIONS: dict[str, System] = {}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    raise SystemExit(main())
