@@ -33,8 +33,8 @@ $PY train.py \
   --checkpoint-path "$OUT/run" --no-progress
 
 echo "== 5/6 eval on the held-out speakers (trials built from the valid file), AS-norm with the train cohort"
-$PY eval.py --cp-path "$OUT/run/best.pt" --test-hdf-file "$OUT/hdf/demo_valid.hdf" \
+$PY eval.py --cp-path "$OUT/run/final.pt" --test-hdf-file "$OUT/hdf/demo_valid.hdf" \
   --cohort-hdf-file "$OUT/hdf/demo_train.hdf" --out-path "$OUT/eval" --no-progress
 
 echo "== 6/6 export embeddings for a PLDA back-end"
-$PY embed.py --cp-path "$OUT/run/best.pt" --data "$OUT/hdf/demo_valid.hdf" --out "$OUT/embeddings/valid.ark" --speaker-means --no-progress
+$PY embed.py --cp-path "$OUT/run/final.pt" --data "$OUT/hdf/demo_valid.hdf" --out "$OUT/embeddings/valid.ark" --speaker-means --no-progress

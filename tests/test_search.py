@@ -226,3 +226,19 @@ def test_repeated_points_are_not_trained_again(demo_hdf: dict[str, Path], tmp_pa
         len(driver.SearchState.load(tmp_path / "s" / driver.STATE_FILE).records) == 3
         and len(state.records) == 2
     )
+
+
+def test_trial_value_is_that_of_the_exported_checkpoint() -> None:
+    from e2espk.search.objective import exported_metrics
+
+    history = [
+        {"epoch": 0, "valid/fused/eer": 0.30},
+        {"epoch": 1, "valid/fused/eer": 0.10},
+        {"epoch": 2, "valid/fused/eer": 0.20},
+    ]
+    exported = {"averaged": {"epochs": [1, 2], "valid/fused/eer": 0.15}}
+    assert exported_metrics(history, exported, "fused/eer", "averaged")[:1] == (0.15,)
+    assert exported_metrics(history, exported, "fused/eer", "last")[0] == 0.20
+    assert exported_metrics(history, exported, "fused/eer", "best")[::2] == (0.10, 1)
+    # without an averaged model (e.g. fewer epochs than --average-last) the best epoch counts
+    assert exported_metrics(history, {}, "fused/eer", "averaged")[0] == 0.10

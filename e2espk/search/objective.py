@@ -1,4 +1,8 @@
-"""One search trial: a real training run returning its best validation metric.
+"""One search trial: a real training run returning the validation metric of what it exports.
+
+The value is that of the checkpoint train.py exports as ``final.pt`` (``--final-checkpoint``):
+the averaged model's single validation when it is the averaged one, the last epoch's for
+``last``, the best epoch's for ``best``, so a search optimises the model a user would take.
 
 ``TrialRunner`` is what executors run (in-process, as a local subprocess or as a Slurm job). It
 touches no global state of the search. It is a submitit ``Checkpointable``: when Slurm preempts
@@ -36,6 +40,23 @@ def objective_key(objective: str) -> str:
     return f"valid/{objective}"
 
 
+def exported_metrics(
+    history: list[dict[str, Any]], exported: dict[str, Any], objective: str, final: str
+) -> tuple[float, dict[str, float], int | None]:
+    """(objective value, valid metrics, epoch) of the checkpoint exported as final.pt."""
+    key = objective_key(objective)
+    entries = [entry for entry in history if key in entry]
+    if not entries:
+        raise ValueError(f"trial produced no {key} (is --valid-hdf-file set?)")
+    averaged = exported.get("averaged") or {}
+    if final == "averaged" and key in averaged:
+        metrics = {k: float(v) for k, v in averaged.items() if k.startswith("valid/")}
+        return float(averaged[key]), metrics, entries[-1]["epoch"]
+    chosen = entries[-1] if final == "last" else min(entries, key=lambda entry: entry[key])
+    metrics = {k: float(v) for k, v in chosen.items() if k.startswith("valid/")}
+    return float(chosen[key]), metrics, chosen["epoch"]
+
+
 class TrialRunner(submitit.helpers.Checkpointable):
     """Train with a config dict and return a TrialOutcome; resumable after requeue."""
 
@@ -52,16 +73,13 @@ class TrialRunner(submitit.helpers.Checkpointable):
             **{**config, "resume": True, "select_metric": objective, "progress": False}
         )
         result = train(train_config)
-        key = objective_key(objective)
-        values = [entry[key] for entry in result.history if key in entry]
-        if not values:
-            raise ValueError(f"trial produced no {key} (is --valid-hdf-file set?)")
-        best = min(range(len(values)), key=values.__getitem__)
-        best_entry = [entry for entry in result.history if key in entry][best]
+        value, metrics, epoch = exported_metrics(
+            result.history, result.exported, objective, train_config.final_checkpoint
+        )
         return TrialOutcome(
-            value=float(values[best]),
-            metrics={k: float(v) for k, v in best_entry.items() if k.startswith("valid/")},
-            best_epoch=best_entry["epoch"],
+            value=value,
+            metrics=metrics,
+            best_epoch=epoch,
             epochs_run=len(result.history),
             run_dir=str(result.run_dir),
             duration_s=time.perf_counter() - started,
