@@ -33,7 +33,7 @@ from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, build_pair_verifier
 from e2espk.scoring.score_fusion import LogisticFusion
-from e2espk.scoring.trials import build_trials, read_trials
+from e2espk.scoring.trials import build_trials, match_utterances, read_trials
 from e2espk.training.average import export_checkpoints, keep_recent
 from e2espk.training.board import TrainingBoard
 from e2espk.training.checkpoint import (
@@ -114,11 +114,15 @@ def validation_set(config: TrainConfig, layout: InputLayout) -> ValidationSet | 
             raise InputDataError(
                 config.valid_trials, "validation trials need labels (target/nontarget)"
             )
-        missing = trials.utterances() - set(corpus.utterances.tolist())
+        mapping = match_utterances(
+            trials.utterances(), corpus.utterances.tolist(), config.valid_trials
+        )
+        missing = trials.utterances() - mapping.keys()
         if missing:
             raise InputDataError(
                 config.valid_trials, f"{preview(missing)} utterance(s) are not in {corpus.path}"
             )
+        trials = trials.renamed(mapping)
     else:
         utterances = corpus.utterances.tolist()
         speakers = corpus.speakers[corpus.speaker_of].tolist()
