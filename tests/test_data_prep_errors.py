@@ -313,3 +313,15 @@ def test_kaldi_rspecifiers_are_sources(
     assert run_failing(["--mfbe", "ark:-", "--out-path", str(tiny_inputs["out"])], capsys).count(
         "pipes and stdin cannot be read"
     )
+
+
+def test_inspect_takes_no_progress_like_the_other_commands(
+    tiny_inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert data_prep(pack_args(tiny_inputs)) == 0
+    corpus = str(tiny_inputs["out"] / "corpus.hdf")
+    capsys.readouterr()
+    assert data_prep(["inspect", corpus, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "integrity:  OK" in captured.out and "it/s" not in captured.err
+    assert inspect([corpus, "--progress"]) == 0
