@@ -44,7 +44,7 @@ from e2espk.training.checkpoint import (
     save_checkpoint,
 )
 from e2espk.training.config import TrainConfig
-from e2espk.training.init_from import initialize_from
+from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
 from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
 
@@ -330,10 +330,10 @@ def resume(run: Run) -> None:
     # the CPU, as a fresh run has them).
     state = load_checkpoint(path, "cpu")
     saved = type(run.model_config).from_dict(state["model_config"])  # older: fewer keys
-    if saved.to_dict() != run.model_config.to_dict():
-        raise ConfigError(
-            f"{path} was trained with another model config; cannot --resume with these flags"
-        )
+    check_resume_config(
+        state | {"model_config": saved.to_dict()}, path, run.model_config.to_dict(),
+        run.config.verifier_config().to_dict() if run.verifier else None, config_to_dict(run.config),
+    )  # fmt: skip
     run.opt.model.load_state_dict(state["model"])
     run.opt.loss.load_state_dict(state["loss"])
     run.opt.optimizer.load_state_dict(state["optimizer"])
