@@ -22,7 +22,7 @@ $PY data_prep.py \
   --out-path "$OUT/hdf" --out-name demo --overwrite
 
 echo "== 3/6 inspect"
-$PY data_prep.py inspect "$OUT/hdf/demo_train.hdf" "$OUT/hdf/demo_valid.hdf"
+$PY data_prep.py inspect "$OUT/hdf/demo_train.hdf" "$OUT/hdf/demo_valid.hdf" --no-progress
 
 echo "== 4/6 train: fusion (concat) of PTM and log-mel+pitch, tiny ECAPA-TDNN, $EPOCHS epochs"
 rm -rf "$OUT/run"

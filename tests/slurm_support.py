@@ -30,6 +30,7 @@ import submitit
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UP_SCRIPT = REPO_ROOT / "scripts" / "slurm_local.sh"
 START_ENV = "E2ESPK_START_SLURM"  # "1": the fixture may run `slurm_local.sh up` itself
+REQUIRE_ENV = "E2ESPK_REQUIRE_SLURM"  # "1" (scripts/test.sh under CI): unusable is a failure
 USABLE_NODE_STATES = ("idle", "mixed", "allocated", "completing")
 
 
@@ -101,7 +102,8 @@ def _start_cluster() -> str:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
-    """A usable local Slurm cluster, or a skip that says what is wrong.
+    """A usable local Slurm cluster, or a skip that says what is wrong (a failure with
+    ``E2ESPK_REQUIRE_SLURM=1``, which scripts/test.sh sets under CI).
 
     Set ``E2ESPK_START_SLURM=1`` to let the fixture start the cluster when it is not up.
     """
@@ -117,8 +119,15 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             hint = f"run `bash {UP_SCRIPT.relative_to(REPO_ROOT)} up` or set {START_ENV}=1"
             if os.environ.get(START_ENV) == "1":
                 hint = f"logs in {_state_dir_conf().parent.parent / 'log'}"
-            pytest.skip(f"local Slurm cluster unusable: {problem} ({hint})")
+            give_up(f"local Slurm cluster unusable: {problem} ({hint})")
         yield cluster
+
+
+def give_up(message: str) -> None:
+    """Skip the Slurm tests, saying why; fail them where they are required (CI)."""
+    if os.environ.get(REQUIRE_ENV) == "1":
+        pytest.fail(f"{message}; {REQUIRE_ENV}=1: the slurm tests must run", pytrace=False)
+    pytest.skip(message)
 
 
 def _use_our_conf(mp: pytest.MonkeyPatch) -> None:

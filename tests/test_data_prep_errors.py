@@ -117,6 +117,30 @@ def test_durations_disagree(
     save_ptm(tiny_inputs["ptm"], ptm)
     err = run_failing(pack_args(tiny_inputs), capsys)
     assert "'spk2-utt0'" in err and "stream durations disagree" in err and "tolerance 0.040s" in err
+    assert "--duration-tolerance" in err  # the message names the option that allows more
+
+
+def test_a_mismatch_equal_to_the_tolerance_passes(
+    tiny_inputs: dict[str, Path], tiny: TinyFeatures, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # every log-mel/pitch 2 frames (0.020 s) longer than its PTM: 1.53 - 1.51 > 0.02 in floats
+    longer = {u: np.concatenate([a, a[-2:]]) for u, a in tiny.mfbe.items()}
+    write_kaldi_dir(tiny_inputs["kaldi"], longer, tiny.utt2spk)
+    pitch = {u: np.concatenate([a, a[-2:]])[:, None] for u, a in tiny.pitch.items()}
+    write_kaldi_dir(tiny_inputs["kaldi"], pitch, tiny.utt2spk, name="pitch")
+    assert data_prep(pack_args(tiny_inputs, "--duration-tolerance", "0.02")) == 0, (
+        capsys.readouterr().err
+    )
+
+
+def test_transposed_ptm_names_the_layout_option(
+    tiny_inputs: dict[str, Path], tiny: TinyFeatures, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_ptm(tiny_inputs["ptm"], {u: a.transpose(1, 0, 2) for u, a in tiny.ptm.items()})
+    err = run_failing(pack_args(tiny_inputs), capsys)
+    assert "looks like [layers, frames, dims]" in err and "pass --ptm-layout LTD" in err
+    assert "(3 layers," in err
+    assert data_prep(pack_args(tiny_inputs, "--ptm-layout", "LTD")) == 0
 
 
 def test_speaker_missing_from_utt2spk(
@@ -262,3 +286,42 @@ def test_reader_rejects_foreign_and_broken_files(
         from e2espk.data.corpus import Corpus
 
         Corpus(tmp_path / "missing.hdf")
+
+
+@pytest.mark.parametrize(
+    "mfbe", ["ark:{k}/feats.ark", "ark,s,cs:{k}/feats.ark", "scp,p:{k}/feats.scp"]
+)
+def test_kaldi_rspecifiers_are_sources(
+    tiny_inputs: dict[str, Path], capsys: pytest.CaptureFixture[str], mfbe: str
+) -> None:
+    kaldi = tiny_inputs["kaldi"]
+    args = ["--ptm", str(tiny_inputs["ptm"]), "--mfbe", mfbe.format(k=kaldi), "--pitch", f"scp:{kaldi}/pitch.scp",
+            "--utt2spk", str(tiny_inputs["utt2spk"]), "--out-path", str(tiny_inputs["out"]), "--ptm-dtype", "float32", "--no-progress"]  # fmt: skip
+    assert data_prep(args) == 0, capsys.readouterr().err
+    reference = tiny_inputs["out"] / "reference"
+    assert data_prep([*pack_args(tiny_inputs), "--out-path", str(reference)]) == 0
+    with (
+        h5py.File(tiny_inputs["out"] / "corpus.hdf") as got,
+        h5py.File(reference / "corpus.hdf") as want,
+    ):
+        names: list[str] = []
+        want.visit(names.append)
+        compared = [n for n in names if isinstance(want[n], h5py.Dataset) and "/mfbe" in n]
+        assert len(compared) == 9
+        for name in compared:
+            np.testing.assert_array_equal(got[name][()], want[name][()])
+    assert run_failing(["--mfbe", "ark:-", "--out-path", str(tiny_inputs["out"])], capsys).count(
+        "pipes and stdin cannot be read"
+    )
+
+
+def test_inspect_takes_no_progress_like_the_other_commands(
+    tiny_inputs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert data_prep(pack_args(tiny_inputs)) == 0
+    corpus = str(tiny_inputs["out"] / "corpus.hdf")
+    capsys.readouterr()
+    assert data_prep(["inspect", corpus, "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "integrity:  OK" in captured.out and "it/s" not in captured.err
+    assert inspect([corpus, "--progress"]) == 0

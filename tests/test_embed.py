@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -113,3 +114,30 @@ def test_utterance_list(
         == 2
     )
     assert "1 ('nobody') utterance(s) are not in" in capsys.readouterr().err
+
+
+def test_hdf5_export_keeps_the_users_ids(tmp_path: Path) -> None:
+    from e2espk.scoring.export import read_hdf5_embeddings, write_hdf5
+
+    ids = ["id10270/5r0dWxy17C8/00001.wav", "id10270/5r0dWxy17C8/00002.wav", "50%/a b"]
+    speakers = ["id10270", "id10270", "spk/x"]
+    embeddings = np.arange(6, dtype=np.float32).reshape(3, 2)
+    out = write_hdf5(tmp_path / "emb.h5", ids, speakers, embeddings)
+    with h5py.File(out) as handle:  # what the README tells people to do
+        assert handle["utterance_ids"].asstr()[()].tolist() == ids
+        assert handle["speaker_ids"].asstr()[()].tolist() == speakers
+        found = {}
+        for name in handle:
+            if isinstance(handle[name], h5py.Group):
+                for dataset in handle[name].values():
+                    found[dataset.attrs["utterance"]] = (dataset.attrs["speaker"], dataset[()])
+    assert sorted(found) == sorted(ids)
+    assert all(found[u][0] == s for u, s in zip(ids, speakers, strict=True))
+    got_ids, got_speakers, got = read_hdf5_embeddings(out)
+    assert got_ids == ids and got_speakers == speakers
+    np.testing.assert_array_equal(got, embeddings)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (snippet,) = re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+    namespace: dict = {}
+    exec(snippet.replace("emb/test.h5", str(out)), namespace)  # the README's reading example
+    assert namespace["ids"].tolist() == ids and sorted(namespace["vectors"]) == sorted(ids)

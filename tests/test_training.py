@@ -144,6 +144,39 @@ def test_resume_equals_uninterrupted(
     ]
 
 
+def test_resume_names_the_options_that_differ(
+    demo_hdf: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    common = {"epochs": 1, "max_steps_per_epoch": 1}
+    train(config(demo_hdf, run, **common))
+    saved_yaml = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError) as refused:
+        train(config(demo_hdf, run, resume=True, **(common | {"latent_size": 16})))
+    assert "latent_size: 8 -> 16" in str(refused.value) and "config.yaml" in str(refused.value)
+    assert (run / "config.yaml").read_text() == saved_yaml  # a refused resume changes nothing
+    with caplog.at_level("WARNING", logger="e2espk.training.init_from"):
+        train(
+            config(
+                demo_hdf,
+                run,
+                resume=True,
+                epochs=2,
+                max_steps_per_epoch=1,
+                lr=0.01,
+                dropout_prob=0.2,
+            )
+        )
+    warned = [r.getMessage() for r in caplog.records if "differ from the run's" in r.getMessage()]
+    assert len(warned) == 1, caplog.text
+    assert (
+        "epochs: 1 -> 2" in warned[0]
+        and "lr: 0.001 -> 0.01" in warned[0]
+        and "dropout_prob" in warned[0]
+    )
+    assert "resume:" not in warned[0]  # expected to change on a resume
+
+
 def test_run_directory_and_tensorboard_tags(demo_hdf: dict[str, Path], tmp_path: Path) -> None:
     result = train(
         config(demo_hdf, tmp_path, epochs=2, fusion="gating", max_steps_per_epoch=10, save_every=1)

@@ -15,6 +15,7 @@ from e2espk.data.features import check_compatible
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_text_atomic
 from e2espk.scoring.export import EMBEDDING_WRITERS, format_of, speaker_mean_embeddings
+from e2espk.scoring.trials import match_utterances
 from e2espk.training.checkpoint import load_embedding_system
 
 
@@ -54,10 +55,11 @@ def selected_rows(corpus: Corpus, utt_list: str | None) -> np.ndarray:
     if not path.is_file():
         raise InputDataError(path, "utterance list not found")
     wanted = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    missing = set(wanted) - set(corpus.utterances.tolist())
+    mapping = match_utterances(wanted, corpus.utterances.tolist(), path)
+    missing = set(wanted) - mapping.keys()
     if missing:
         raise InputDataError(path, f"{preview(missing)} utterance(s) are not in {corpus.path}")
-    return np.array(sorted(corpus.utterance_row(u) for u in set(wanted)))
+    return np.array(sorted({corpus.utterance_row(mapping[u]) for u in wanted}))
 
 
 @user_errors_exit_cleanly

@@ -62,12 +62,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read every dataset and check it against the index",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bar while checking (--no-progress, as for the other commands)",
+    )
     args = parser.parse_args(argv)
     status = 0
     for path in args.files:
         with Corpus(path) as corpus:
             summary = summarize(corpus)
-            problems = check_integrity(corpus, progress=True) if args.check else None
+            problems = check_integrity(corpus, progress=args.progress) if args.check else None
         if args.json:
             print(json.dumps({**summary, "problems": problems}, indent=2))
         else:

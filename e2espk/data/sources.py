@@ -6,15 +6,21 @@ terabyte corpus keeps memory flat. Kinds (registry ``SOURCES``), chosen explicit
 
 - ``kaldi``: a Kaldi data dir with ``feats.scp`` (``kaldi:DIR:pitch.scp`` picks another scp);
 - ``scp``: a Kaldi ``.scp`` file (ark via kaldiio, loaded lazily);
+- ``ark``: a Kaldi ``.ark`` file on its own (indexed in one pass, then loaded by offset);
 - ``ptdict``: a whole-corpus ``.pt`` dict ``{utt_id: tensor}`` (memory-mapped when possible);
 - ``files``: a directory of per-utterance ``.npy``/``.npz``/``.pt`` files, id = relative path
   without extension;
 - ``manifest``: a text file of ``utt_id path`` lines (relative paths from the manifest's dir).
+
+Kaldi rspecifiers are accepted as written for Kaldi tools: ``scp:feats.scp``,
+``ark:feats.ark``, with options such as ``scp,p:`` or ``ark,s,cs:`` (ignored: every entry is
+read by key).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,7 @@ from e2espk.registry import Registry
 
 LOG = logging.getLogger(__name__)
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+RSPECIFIER = re.compile(r"^(ark|scp)((?:,[a-z]+)*):(.*)$")  # Kaldi's "scp,p:feats.scp"
 
 
 class FeatureSource:
@@ -110,6 +117,39 @@ class ScpSource(FeatureSource):
             raise InputDataError(
                 self.path, f"utterance {utterance!r}: cannot read ark entry ({error})"
             ) from None
+
+
+@SOURCES.register("ark")
+class ArkSource(FeatureSource):
+    """A Kaldi archive without its scp: one pass records where each entry starts, and entries
+    are then read by offset, as an scp line ``file.ark:offset`` would read them."""
+
+    kind = "ark"
+
+    def __init__(self, path: Path, option: str | None = None) -> None:
+        from kaldiio.matio import read_kaldi, read_token
+
+        super().__init__(path)
+        if not path.is_file():
+            raise InputDataError(path, "ark file not found")
+        self._offsets: dict[str, int] = {}
+        with path.open("rb") as handle:
+            try:
+                while (key := read_token(handle)) is not None:
+                    if key in self._offsets:
+                        raise InputDataError(path, f"duplicate utterance id {key!r}")
+                    self._offsets[key] = handle.tell()
+                    read_kaldi(handle)
+            except InputDataError:
+                raise
+            except Exception as error:  # kaldiio raises many kinds on truncated/corrupt arks
+                raise InputDataError(path, f"cannot index the ark ({error})") from None
+        self._ids = list(self._offsets)
+
+    def load(self, utterance: str) -> np.ndarray:
+        import kaldiio
+
+        return np.asarray(kaldiio.load_mat(f"{self.path}:{self._offsets[utterance]}"))
 
 
 @SOURCES.register("kaldi")
@@ -267,6 +307,8 @@ def detect_kind(path: Path) -> str:
         return "kaldi" if (path / "feats.scp").is_file() else "files"
     if path.suffix == ".scp":
         return "scp"
+    if path.suffix == ".ark":
+        return "ark"
     if path.suffix in (".pt", ".pth"):
         return "ptdict"
     if path.suffix in (".txt", ".list", ".lst", ".tsv", ".manifest"):
@@ -278,7 +320,14 @@ def detect_kind(path: Path) -> str:
 
 
 def open_source(spec: str) -> FeatureSource:
-    """Open ``[kind:]path[:option]`` (e.g. ``kaldi:data/train:pitch.scp`` or ``feats.pt``)."""
+    """Open ``[kind:]path[:option]`` (e.g. ``kaldi:data/train:pitch.scp`` or ``feats.pt``), or
+    a Kaldi rspecifier (``scp:feats.scp``, ``ark,s,cs:feats.ark``)."""
+    rspecifier = RSPECIFIER.match(spec)
+    if rspecifier:
+        kind, _, target = rspecifier.groups()
+        if target in ("", "-") or target.endswith("|"):
+            raise InputDataError(spec, "pipes and stdin cannot be read; give the file itself")
+        return SOURCES.build(kind, path=Path(target), option=None)
     kind, rest = spec.split(":", 1) if spec.split(":", 1)[0] in SOURCES else (None, spec)
     option = None
     if kind is not None and ":" in rest:

@@ -108,6 +108,9 @@ def overflows(array: np.ndarray, spec: StreamSpec) -> str | None:
     return None
 
 
+DURATION_EPSILON_S = 1e-6  # frames / rate in floating point: 1.53 - 1.51 is 0.0200000000000000178
+
+
 def durations_disagree(
     arrays: Mapping[str, np.ndarray], specs: Mapping[str, StreamSpec], tolerance: float
 ) -> str | None:
@@ -120,10 +123,37 @@ def durations_disagree(
     if len(seconds) < 2:
         return None
     spread = max(seconds.values()) - min(seconds.values())
-    if spread > tolerance:
-        shown = ", ".join(f"{name} {value:.3f}s" for name, value in seconds.items())
-        return f"stream durations disagree by {spread:.3f}s > tolerance {tolerance:.3f}s ({shown})"
-    return None
+    if spread <= tolerance + DURATION_EPSILON_S:
+        return None
+    shown = ", ".join(f"{name} {value:.3f}s" for name, value in seconds.items())
+    message = (
+        f"stream durations disagree by {spread:.3f}s > tolerance {tolerance:.3f}s ({shown}; "
+        "--duration-tolerance SECONDS allows more)"
+    )
+    return transposed_ptm_hint(arrays, specs, seconds, tolerance) or message
+
+
+def transposed_ptm_hint(
+    arrays: Mapping[str, np.ndarray],
+    specs: Mapping[str, StreamSpec],
+    seconds: Mapping[str, float],
+    tolerance: float,
+) -> str | None:
+    """The message for a ``[layers, frames, dims]`` PTM array read as ``[frames, layers, dims]``:
+    its first axis is short (a layer count) and its second one spans the other streams."""
+    ptm, spec = arrays.get(PTM_KIND), specs.get(PTM_KIND)
+    others = [value for name, value in seconds.items() if name != PTM_KIND]
+    if ptm is None or spec is None or not spec.frame_rate_hz or ptm.ndim != 3 or not others:
+        return None
+    layers, frames = ptm.shape[:2]
+    as_frames = frames / spec.frame_rate_hz
+    if layers >= frames or any(abs(as_frames - o) > tolerance + DURATION_EPSILON_S for o in others):
+        return None
+    return (
+        f"the PTM array of shape {tuple(ptm.shape)} looks like [layers, frames, dims] "
+        f"({layers} layers, {frames} frames = {as_frames:.3f}s like the other streams, "
+        f"not {seconds[PTM_KIND]:.3f}s): pass --ptm-layout LTD"
+    )
 
 
 class UtteranceChecker:

@@ -28,7 +28,7 @@ from e2espk.scoring.calibration import LogisticCalibration
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.plots import plot_det, plot_score_histograms
 from e2espk.scoring.trial_scoring import score_trials
-from e2espk.scoring.trials import Trials, build_trials, read_trials
+from e2espk.scoring.trials import Trials, build_trials, match_utterances, read_trials
 from e2espk.training.checkpoint import load_embedding_system
 
 LOG = logging.getLogger(__name__)
@@ -157,34 +157,46 @@ def _read_record(path: Path) -> Any:
         return None
 
 
-def resolve_trials(config: EvalConfig, corpus: Corpus, path: str | None) -> tuple[Trials, int]:
-    """Trials over ``corpus`` (read or built) and how many were skipped as missing."""
+def resolve_trials(
+    config: EvalConfig, corpus: Corpus, path: str | None
+) -> tuple[Trials, Trials, int]:
+    """Trials over ``corpus`` (read or built): ``(in corpus ids, as the list names them,
+    how many were skipped as missing)``. Scores are computed on the first and written with the
+    second, so score files keep the user's ids."""
     if path is None:
         speakers = corpus.speakers[corpus.speaker_of].tolist()
-        return build_trials(
+        built = build_trials(
             corpus.utterances.tolist(),
             speakers,
             config.trials_nontarget_ratio,
             config.trials_max_target,
             config.seed,
-        ), 0
+        )
+        return built, built, 0
     trials = read_trials(path)
-    present = set(corpus.utterances.tolist())
-    missing = trials.utterances() - present
+    mapping = match_utterances(trials.utterances(), corpus.utterances.tolist(), path)
+    renamed = {u: c for u, c in mapping.items() if u != c}
+    if renamed:
+        example = next(iter(sorted(renamed.items())))
+        LOG.info(
+            "%d trial ids matched without extension or '/': e.g. %r -> %r", len(renamed), *example
+        )
+    missing = trials.utterances() - mapping.keys()
     if not missing:
-        return trials, 0
+        return trials.renamed(mapping), trials, 0
     if not config.skip_missing:
         raise InputDataError(
             path,
             f"{preview(missing)} utterance(s) are not in the test data {corpus.path}; pass --skip-missing to drop those trials",
         )
     keep = np.array(
-        [a in present and b in present for a, b in zip(trials.enroll, trials.test, strict=True)]
+        [a in mapping and b in mapping for a, b in zip(trials.enroll, trials.test, strict=True)]
     )
     if not keep.any():
         raise InputDataError(path, "no trial has both utterances in the test data")
     LOG.warning("skipping %d trials naming %d missing utterances", int((~keep).sum()), len(missing))
-    return trials.subset(keep), int((~keep).sum())
+    given = trials.subset(keep)
+    return given.renamed(mapping), given, int((~keep).sum())
 
 
 def write_scores(path: Path, trials: Trials, scores: np.ndarray) -> Path:
@@ -219,17 +231,17 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
     system = load_embedding_system(config.cp_path, device)
     corpus = test_corpus(config, out)
     check_compatible(system.layout, corpus)
-    trials, skipped = resolve_trials(config, corpus, config.trials_path)
+    trials, given, skipped = resolve_trials(config, corpus, config.trials_path)
     trial_sets = [trials]
     if config.calibration_trials:
-        calibration, _ = resolve_trials(config, corpus, config.calibration_trials)
+        calibration, _, _ = resolve_trials(config, corpus, config.calibration_trials)
         if calibration.labels is None:
             raise InputDataError(config.calibration_trials, "calibration trials need labels")
         trial_sets.append(calibration)
     all_scores = score_trials(config, system, corpus, trial_sets, device)
     scores = all_scores[0]
     files = {
-        name: str(write_scores(out / f"scores_{name}.txt", trials, values))
+        name: str(write_scores(out / f"scores_{name}.txt", given, values))
         for name, values in scores.items()
     }
     metrics: dict[str, dict[str, float]] = {}

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from e2espk.data.corpus import escape_id
+from e2espk.errors import InputDataError
 from e2espk.fileio import atomic_path
 from e2espk.registry import Registry
 
@@ -29,14 +30,43 @@ SUFFIX_FORMATS = {
 }
 
 
+HDF5_INDEX = ("utterance_ids", "speaker_ids")  # root datasets: the ids as given, in order
+
+
 @EMBEDDING_WRITERS.register("hdf5")
 def write_hdf5(path: Path, ids: list[str], speakers: list[str], embeddings: np.ndarray) -> Path:
-    """/<speaker>/<utterance> datasets of shape (E,), attrs: embedding_dim."""
+    """/<speaker>/<utterance> datasets of shape (E,), attrs: embedding_dim.
+
+    Group names are escaped ids (``/`` -> ``%2F``), so each dataset also holds its ids as given
+    in attrs ``utterance`` and ``speaker``, and the root datasets ``utterance_ids`` and
+    ``speaker_ids`` list them all in output order: readers never need to unescape names.
+    """
+    reserved = sorted({escape_id(spk) for spk in speakers} & set(HDF5_INDEX))
+    if reserved:
+        raise InputDataError(
+            path, f"speaker id {reserved[0]!r} is a reserved name here; write .npz"
+        )
+    text = h5py.string_dtype()
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
         handle.attrs["embedding_dim"] = embeddings.shape[1]
+        handle.create_dataset(HDF5_INDEX[0], data=np.array(ids, dtype=object), dtype=text)
+        handle.create_dataset(HDF5_INDEX[1], data=np.array(speakers, dtype=object), dtype=text)
         for utt, spk, vector in zip(ids, speakers, embeddings, strict=True):
-            handle.require_group(escape_id(spk)).create_dataset(escape_id(utt), data=vector)
+            group = handle.require_group(escape_id(spk))
+            group.attrs["speaker"] = spk
+            dataset = group.create_dataset(escape_id(utt), data=vector)
+            dataset.attrs["utterance"] = utt
+            dataset.attrs["speaker"] = spk
     return path
+
+
+def read_hdf5_embeddings(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """``(utterance ids, speaker ids, embeddings (N, E))`` of a file :func:`write_hdf5` wrote."""
+    with h5py.File(path, "r") as handle:
+        ids = handle[HDF5_INDEX[0]].asstr()[()].tolist()
+        speakers = handle[HDF5_INDEX[1]].asstr()[()].tolist()
+        rows = [handle[escape_id(s)][escape_id(u)][()] for u, s in zip(ids, speakers, strict=True)]
+    return ids, speakers, np.stack(rows) if rows else np.zeros((0, 0), np.float32)
 
 
 @EMBEDDING_WRITERS.register("npz")

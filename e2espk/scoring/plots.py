@@ -3,13 +3,13 @@
 Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through
 ``pyplot``, so plotting from training or evaluation leaks no global figure state and needs no
 display. Files are written atomically (temp file in the same directory, then ``os.replace``)
-so a crash never leaves a half-written image where a report expects one.
+so a crash never leaves a half-written image where a report expects one; they get the mode
+of any new file under the umask (0644 under 022), as the other outputs do.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
+from e2espk.fileio import atomic_path
 from e2espk.scoring.metrics import (
     FloatArray,
     ScoringInputError,
@@ -119,18 +120,11 @@ def _pick_ticks(lo: float, hi: float) -> list[float]:
 
 
 def _save_atomic(fig: Figure, path: str | os.PathLike[str], dpi: int) -> Path:
-    """Render ``fig`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    """Render ``fig`` to ``path`` atomically, with the mode any new file gets (the umask's)."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fmt = out.suffix.lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format=fmt, dpi=dpi)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out) as tmp, tmp.open("wb") as handle:
+        fig.savefig(handle, format=fmt, dpi=dpi)
     return out
 
 

@@ -4,11 +4,17 @@ Formats (detected per file from its first line):
 - Kaldi: ``enroll test target|nontarget``;
 - VoxCeleb: ``1|0 enroll test``;
 - unlabeled: ``enroll test`` (blind scoring).
+
+Ids are matched to a corpus the way people name one utterance: exactly when the corpus has the
+id, else without an audio extension and with VoxCeleb's ``/`` as the Kaldi recipes' ``-``, so
+the official ``id10270/5r0dWxy17C8/00001.wav`` finds ``id10270/5r0dWxy17C8/00001`` (the
+``files`` source) and ``id10270-5r0dWxy17C8-00001`` (a Kaldi data dir).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,7 @@ import numpy as np
 from e2espk.errors import InputDataError
 
 KALDI_LABELS = {"target": True, "nontarget": False}
+AUDIO_SUFFIXES = (".wav", ".flac", ".m4a", ".opus", ".mp3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +46,60 @@ class Trials:
             [self.test[i] for i in index],
             None if self.labels is None else self.labels[index],
         )
+
+    def renamed(self, mapping: dict[str, str]) -> Trials:
+        """The same trials with ids replaced through ``mapping`` (ids not in it are kept)."""
+        return Trials(
+            [mapping.get(u, u) for u in self.enroll],
+            [mapping.get(u, u) for u in self.test],
+            self.labels,
+        )
+
+
+def utterance_key(utterance: str) -> str:
+    """What the usual names of one utterance share: no audio extension, ``-`` for ``/``."""
+    lowered = utterance.lower()
+    for suffix in AUDIO_SUFFIXES:
+        if lowered.endswith(suffix):
+            utterance = utterance[: -len(suffix)]
+            break
+    return utterance.replace("/", "-")
+
+
+def match_utterances(
+    wanted: Iterable[str], present: Sequence[str], source: str | Path
+) -> dict[str, str]:
+    """The corpus id each wanted id names; ids that name none are left out.
+
+    An id the corpus has is itself (exact wins). Otherwise it names the one corpus id with the
+    same :func:`utterance_key`, so trial lists and utterance lists written with or without
+    ``.wav`` and with VoxCeleb or Kaldi-recipe ids all work.
+
+    Raises:
+        InputDataError: an id whose key two corpus ids share (say ``a.wav`` and ``a.flac``):
+            guessing would score the wrong recording.
+    """
+    exact = set(present)
+    mapping: dict[str, str] = {}
+    by_key: dict[str, list[str]] | None = None
+    for utterance in wanted:
+        if utterance in exact:
+            mapping[utterance] = utterance
+            continue
+        if by_key is None:
+            by_key = {}
+            for corpus_id in present:
+                by_key.setdefault(utterance_key(corpus_id), []).append(corpus_id)
+        candidates = by_key.get(utterance_key(utterance), [])
+        if len(candidates) > 1:
+            raise InputDataError(
+                source,
+                f"{utterance!r} is not in the corpus and could name any of {sorted(candidates)}, "
+                "which differ only in audio extension or '/' vs '-'; name one exactly",
+            )
+        if candidates:
+            mapping[utterance] = candidates[0]
+    return mapping
 
 
 def _parse_line(path: Path, number: int, parts: list[str]) -> tuple[str, str, bool | None]:

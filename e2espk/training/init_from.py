@@ -23,6 +23,7 @@ LOG = logging.getLogger(__name__)
 
 MODEL_NEUTRAL_KEYS = ("dropout",)  # ModelConfig keys that no parameter depends on
 VERIFIER_NEUTRAL_KEYS = ("dropout", "seed")
+RESUME_NEUTRAL_KEYS = ("resume", "progress")  # train options a resume is expected to change
 
 
 def config_differences(
@@ -35,6 +36,43 @@ def config_differences(
         for key in keys
         if old.get(key) != new.get(key)
     ]
+
+
+def check_resume_config(
+    state: Mapping[str, Any],
+    path: str | Path,
+    model_config: Mapping[str, Any],
+    verifier_config: Mapping[str, Any] | None,
+    train_config: Mapping[str, Any],
+) -> None:
+    """Check that ``--resume`` from checkpoint ``state`` fits this run's options.
+
+    A different architecture (model or verifier config, apart from keys no parameter
+    depends on) cannot load the saved weights: refused, naming the keys. ``state``'s model
+    config must be complete (older checkpoints: filled with the defaults by the caller). Any other option
+    that differs is named in a warning: the run continues with the new value, so it no longer
+    matches an uninterrupted run.
+
+    Raises:
+        ConfigError: the model or verifier differs.
+    """
+    differences = config_differences(state["model_config"], model_config, MODEL_NEUTRAL_KEYS)
+    if verifier_config is not None and state.get("verifier_config") is not None:
+        differences += config_differences(
+            state["verifier_config"], verifier_config, VERIFIER_NEUTRAL_KEYS
+        )
+    if differences:
+        raise ConfigError(
+            f"cannot --resume {path}: its model differs from these options in "
+            f"{'; '.join(differences)}; give the architecture options it was trained with "
+            "(its config.yaml has them)"
+        )
+    saved_train = state.get("train_config") or {}
+    changed = config_differences(saved_train, train_config, RESUME_NEUTRAL_KEYS)
+    if saved_train and changed:
+        LOG.warning(
+            "resuming %s with options that differ from the run's: %s", path, "; ".join(changed)
+        )
 
 
 def initialize_from(

@@ -33,7 +33,7 @@ from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, build_pair_verifier
 from e2espk.scoring.score_fusion import LogisticFusion
-from e2espk.scoring.trials import build_trials, read_trials
+from e2espk.scoring.trials import build_trials, match_utterances, read_trials
 from e2espk.training.average import export_checkpoints, keep_recent
 from e2espk.training.board import TrainingBoard
 from e2espk.training.checkpoint import (
@@ -44,7 +44,7 @@ from e2espk.training.checkpoint import (
     save_checkpoint,
 )
 from e2espk.training.config import TrainConfig
-from e2espk.training.init_from import initialize_from
+from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
 from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
 
@@ -114,11 +114,15 @@ def validation_set(config: TrainConfig, layout: InputLayout) -> ValidationSet | 
             raise InputDataError(
                 config.valid_trials, "validation trials need labels (target/nontarget)"
             )
-        missing = trials.utterances() - set(corpus.utterances.tolist())
+        mapping = match_utterances(
+            trials.utterances(), corpus.utterances.tolist(), config.valid_trials
+        )
+        missing = trials.utterances() - mapping.keys()
         if missing:
             raise InputDataError(
                 config.valid_trials, f"{preview(missing)} utterance(s) are not in {corpus.path}"
             )
+        trials = trials.renamed(mapping)
     else:
         utterances = corpus.utterances.tolist()
         speakers = corpus.speakers[corpus.speaker_of].tolist()
@@ -326,10 +330,10 @@ def resume(run: Run) -> None:
     # the CPU, as a fresh run has them).
     state = load_checkpoint(path, "cpu")
     saved = type(run.model_config).from_dict(state["model_config"])  # older: fewer keys
-    if saved.to_dict() != run.model_config.to_dict():
-        raise ConfigError(
-            f"{path} was trained with another model config; cannot --resume with these flags"
-        )
+    check_resume_config(
+        state | {"model_config": saved.to_dict()}, path, run.model_config.to_dict(),
+        run.config.verifier_config().to_dict() if run.verifier else None, config_to_dict(run.config),
+    )  # fmt: skip
     run.opt.model.load_state_dict(state["model"])
     run.opt.loss.load_state_dict(state["loss"])
     run.opt.optimizer.load_state_dict(state["optimizer"])
