@@ -110,7 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--crop-seconds", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=0.001, help="max LR of the cyclic schedule")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads; 1 is several times faster while other jobs load the 2 cores (PEER.md)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
