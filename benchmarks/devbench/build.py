@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -51,11 +52,28 @@ def pack(out: Path, work: Path, split: str) -> None:
 
     feats = work / "feats"
     argv = [
-        "--ptm", f"files:{feats / 'ptm' / split}", "--ptm-model", "resemblyzer-voice-encoder-lstm3",
-        "--mfbe", f"files:{feats / 'mfbe' / split}", "--mfcc", f"files:{feats / 'mfcc' / split}",
-        "--pitch", f"files:{feats / 'pitch' / split}", "--frame-rate", "ptm=100",
-        "--speaker-from-id", "/", "--split-by", "none", "--out-path", str(out / "hdf"),
-        "--out-name", f"dev_{split}", "--overwrite", "--no-progress",
+        "--ptm",
+        f"files:{feats / 'ptm' / split}",
+        "--ptm-model",
+        "resemblyzer-voice-encoder-lstm3",
+        "--mfbe",
+        f"files:{feats / 'mfbe' / split}",
+        "--mfcc",
+        f"files:{feats / 'mfcc' / split}",
+        "--pitch",
+        f"files:{feats / 'pitch' / split}",
+        "--frame-rate",
+        "ptm=100",
+        "--speaker-from-id",
+        "/",
+        "--split-by",
+        "none",
+        "--out-path",
+        str(out / "hdf"),
+        "--out-name",
+        f"dev_{split}",
+        "--overwrite",
+        "--no-progress",
     ]
     rc = data_prep(argv)
     if rc:
@@ -78,12 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     plan = P.make_plan(args.seed, sizes, P.load_words())
     timings["plan"] = time.time() - t0
 
+    load = {"start": os.getloadavg()[0]}  # the dev machine is shared: context for timings
     t = time.time()
     durations = pipeline.synthesize_all(plan, work, args.jobs)
     timings["synthesis"] = time.time() - t
+    load["after_synthesis"] = os.getloadavg()[0]
     t = time.time()
     infos = pipeline.featurize_all(plan, work, args.jobs, out / "samples")
     timings["channel_features"] = time.time() - t
+    load["after_features"] = os.getloadavg()[0]
     t = time.time()
     for split in ("train", "valid", "test"):
         pack(out, work, split)
@@ -92,9 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     t = time.time()
     spk_of = {u.id: u.speaker for u in plan.utts}
     fam_of = {u.id: plan.speaker(u.speaker).family for u in plan.utts}
-    stats = {"mean_logmel": {i["id"]: i["mean_mfbe"] for i in infos},
-             "mean_lstm3": {i["id"]: i["mean_l3"] for i in infos},
-             "dvector": {i["id"]: i["dvec"] for i in infos}}
+    held = [i for i in infos if i["dvec"] is not None]  # valid + test utterances
+    stats = {
+        "mean_logmel": {i["id"]: i["mean_mfbe"] for i in held},
+        "mean_lstm3": {i["id"]: i["mean_l3"] for i in held},
+        "dvector": {i["id"]: i["dvec"] for i in held},
+    }
     trial_info, eer_info = {}, {}
     for split in ("test", "valid"):
         ids = [u.id for u in plan.utts if u.split == split]
@@ -109,13 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     diffs = np.array([i["ptm_minus_mfbe"] for i in infos])
     meta = {
         "command": " ".join(["python", "benchmarks/devbench/build.py", *(argv or sys.argv[1:])]),
-        "seed": args.seed, "small": args.small, "jobs": args.jobs,
+        "seed": args.seed,
+        "small": args.small,
+        "jobs": args.jobs,
         "counts": _counts(plan, secs),
-        "trials": trial_info, "sanity_eer_percent": eer_info,
-        "frames": {"ptm_minus_mfbe_before_trim": {str(k): int(v) for k, v in
-                                                  zip(*np.unique(diffs, return_counts=True))}},
+        "trials": trial_info,
+        "sanity_eer_percent": eer_info,
+        "frames": {
+            "ptm_minus_mfbe_before_trim": {
+                str(k): int(v) for k, v in zip(*np.unique(diffs, return_counts=True), strict=True)
+            }
+        },
         "synth_seconds": {k: round(v, 3) for k, v in durations.items()},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "load_average_1min": {k: round(v, 2) for k, v in load.items()},
         "versions": package_versions(),
         "plan": plan.summary(),
         "utterances": [{**u, "seconds": round(secs[u["id"]], 3)} for u in plan.utt_table()],
@@ -134,26 +165,34 @@ def _counts(plan: P.Plan, secs: dict[str, float]) -> dict:
     for split, spks in plan.speakers.items():
         us = [u for u in plan.utts if u.split == split]
         d = np.array([secs[u.id] for u in us])
-        out[split] = {"speakers": len(spks), "families": len({s.family for s in spks}),
-                      "utterances": len(us), "hours": round(float(d.sum()) / 3600, 3),
-                      "seconds_min_mean_max": [round(float(f(d)), 2) for f in (np.min, np.mean,
-                                                                              np.max)],
-                      "sessions": sum(len(plan.sessions[s.name]) for s in spks)}
+        out[split] = {
+            "speakers": len(spks),
+            "families": len({s.family for s in spks}),
+            "utterances": len(us),
+            "hours": round(float(d.sum()) / 3600, 3),
+            "seconds_min_mean_max": [round(float(f(d)), 2) for f in (np.min, np.mean, np.max)],
+            "sessions": sum(len(plan.sessions[s.name]) for s in spks),
+        }
     return out
 
 
 def _summary(meta: dict) -> str:
     lines = [f"devbench build finished: {meta['command']}"]
     for split, c in meta["counts"].items():
-        lines.append(f"{split}: {c['speakers']} speakers / {c['families']} families, "
-                     f"{c['utterances']} utts, {c['hours']} h")
+        lines.append(
+            f"{split}: {c['speakers']} speakers / {c['families']} families, "
+            f"{c['utterances']} utts, {c['hours']} h"
+        )
     for split, c in meta["trials"].items():
-        lines.append(f"trials/{split}.txt: {c['target']} target, "
-                     f"{c['nontarget_same_family']} same-family + {c['nontarget_other_family']} "
-                     f"other-family non-target")
+        lines.append(
+            f"trials/{split}.txt: {c['target']} target, "
+            f"{c['nontarget_same_family']} same-family + {c['nontarget_other_family']} "
+            f"other-family non-target"
+        )
     for split, e in meta["sanity_eer_percent"].items():
-        lines.append(f"sanity EER % ({split}): " + ", ".join(f"{k} {v['all']}" for k, v in
-                                                             e.items()))
+        lines.append(
+            f"sanity EER % ({split}): " + ", ".join(f"{k} {v['all']}" for k, v in e.items())
+        )
     lines.append("timings s: " + ", ".join(f"{k} {v}" for k, v in meta["timings_s"].items()))
     return "\n".join(lines) + "\n"
 

@@ -6,11 +6,11 @@ Signal chain of an utterance (16 kHz float32 in and out), in the order real reco
    (RT60 0.1-0.6 s, direct-to-reverberant ratio 0-12 dB);
 2. environment noise at SNR 5-30 dB: white, pink or brown (1/f^a spectra) or babble (3-6
    other utterances of the same split, reverberated by the same room);
-3. microphone/amplifier EQ: 2-4 peaking biquads (150-6000 Hz, +-9 dB, Q 0.5-3) and a low and
-   a high shelf (+-6 dB), RBJ cookbook formulas;
-4. band limit: telephone with p=0.25 (300-3400 Hz band-pass, 8 kHz round trip with soxr),
-   a cheap-microphone low-pass at 3.5-7.5 kHz with p=0.3, else a 50-120 Hz high-pass only;
-5. gain (-26..-6 dBFS RMS) and a -65..-45 dBFS electronic noise floor;
+3. microphone/amplifier EQ: 1-3 peaking biquads (150-6000 Hz, +-6 dB, Q 0.5-3) and a low and
+   a high shelf (+-4 dB), RBJ cookbook formulas;
+4. band limit: telephone with p=0.2 (300-3400 Hz band-pass, 8 kHz round trip with soxr),
+   a cheap-microphone low-pass at 3.5-7.5 kHz with p=0.25, else a 50-120 Hz high-pass only;
+5. gain (-24..-12 dBFS RMS) and a -65..-45 dBFS electronic noise floor;
 6. codec damage: 8-bit mu-law with p=0.15, hard clipping (2-8 dB over full scale) with p=0.1.
 """
 
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import soxr
+from scipy import fft as sfft
 from scipy import signal
 
 SR = 16000
@@ -48,18 +49,24 @@ class Session:
 
 def draw_session(rng: np.random.Generator) -> Session:
     """One session from the (single, split-independent) channel distribution."""
-    band = rng.choice(["phone", "lowpass", "wide"], p=[0.25, 0.3, 0.45])
+    band = rng.choice(["phone", "lowpass", "wide"], p=[0.2, 0.25, 0.55])
     return Session(
         rt60=float(rng.uniform(0.1, 0.6)) if rng.random() < 0.45 else 0.0,
         drr_db=float(rng.uniform(0.0, 12.0)),
         noise=str(rng.choice(["white", "pink", "brown", "babble"], p=[0.2, 0.3, 0.2, 0.3])),
         snr_db=float(rng.uniform(5.0, 30.0)),
-        peaks=[(float(np.exp(rng.uniform(np.log(150), np.log(6000)))), float(rng.uniform(-9, 9)),
-                float(rng.uniform(0.5, 3.0))) for _ in range(int(rng.integers(2, 5)))],
-        shelves=(float(rng.uniform(-6, 6)), float(rng.uniform(-6, 6))),
+        peaks=[
+            (
+                float(np.exp(rng.uniform(np.log(150), np.log(6000)))),
+                float(rng.uniform(-6, 6)),
+                float(rng.uniform(0.5, 3.0)),
+            )
+            for _ in range(int(rng.integers(1, 4)))
+        ],
+        shelves=(float(rng.uniform(-4, 4)), float(rng.uniform(-4, 4))),
         band=str(band),
         band_hz=float(rng.uniform(3500, 7500) if band == "lowpass" else rng.uniform(50, 120)),
-        level_db=float(rng.uniform(-26, -6)),
+        level_db=float(rng.uniform(-24, -12)),
         floor_db=float(rng.uniform(-65, -45)),
         mulaw=bool(rng.random() < 0.15),
         clip_db=float(rng.uniform(2, 8)) if rng.random() < 0.1 else 0.0,
@@ -84,9 +91,12 @@ def room_ir(rt60: float, drr_db: float, rng: np.random.Generator) -> np.ndarray:
 def colored_noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     """White (a=0), pink (a=1) or brown (a=2) noise with a 1/f^a power spectrum."""
     alpha = {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind]
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.maximum(np.fft.rfftfreq(n, 1 / SR), 20.0)
-    return np.fft.irfft(spec / f ** (alpha / 2), n)
+    if alpha == 0.0:
+        return rng.standard_normal(n)
+    m = sfft.next_fast_len(n, real=True)
+    spec = sfft.rfft(rng.standard_normal(m))
+    f = np.maximum(sfft.rfftfreq(m, 1 / SR), 20.0)
+    return sfft.irfft(spec / f ** (alpha / 2), m)[:n]
 
 
 def babble(others: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -115,10 +125,16 @@ def _shelf(f0: float, gain_db: float, high: bool) -> np.ndarray:
     al = np.sin(w) / 2 * np.sqrt(2)
     c, s2 = np.cos(w), 2 * np.sqrt(a) * al
     sg = -1 if high else 1  # RBJ low shelf; the high shelf flips the sign of the cos terms
-    b = [a * ((a + 1) - sg * (a - 1) * c + s2), sg * 2 * a * ((a - 1) - sg * (a + 1) * c),
-         a * ((a + 1) - sg * (a - 1) * c - s2)]
-    den = [(a + 1) + sg * (a - 1) * c + s2, -sg * 2 * ((a - 1) + sg * (a + 1) * c),
-           (a + 1) + sg * (a - 1) * c - s2]
+    b = [
+        a * ((a + 1) - sg * (a - 1) * c + s2),
+        sg * 2 * a * ((a - 1) - sg * (a + 1) * c),
+        a * ((a + 1) - sg * (a - 1) * c - s2),
+    ]
+    den = [
+        (a + 1) + sg * (a - 1) * c + s2,
+        -sg * 2 * ((a - 1) + sg * (a + 1) * c),
+        (a + 1) + sg * (a - 1) * c - s2,
+    ]
     return np.concatenate([np.array(b) / den[0], np.array(den) / den[0]])
 
 
@@ -134,8 +150,12 @@ def band_limit(x: np.ndarray, ses: Session) -> np.ndarray:
         return soxr.resample(soxr.resample(y, SR, 8000), 8000, SR)[: len(x)]
     if ses.band == "lowpass":
         x = signal.sosfilt(signal.butter(8, ses.band_hz, "lowpass", fs=SR, output="sos"), x)
-    return signal.sosfilt(signal.butter(2, ses.band_hz if ses.band == "wide" else 60.0,
-                                        "highpass", fs=SR, output="sos"), x)
+    return signal.sosfilt(
+        signal.butter(
+            2, ses.band_hz if ses.band == "wide" else 60.0, "highpass", fs=SR, output="sos"
+        ),
+        x,
+    )
 
 
 def mulaw8(x: np.ndarray) -> np.ndarray:
@@ -146,8 +166,9 @@ def mulaw8(x: np.ndarray) -> np.ndarray:
     return np.sign(y) * ((1 + mu) ** np.abs(y) - 1) / mu
 
 
-def apply(clean: np.ndarray, ses: Session, others: list[np.ndarray],
-          rng: np.random.Generator) -> np.ndarray:
+def apply(
+    clean: np.ndarray, ses: Session, others: list[np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
     """The session's channel applied to one clean utterance (fresh noise each call)."""
     x = clean.astype(np.float64)
     n = len(x)

@@ -33,7 +33,7 @@ def _frame_opts(opts: knf.FrameExtractionOptions) -> None:
 
 
 def _run_online(computer, wav: np.ndarray) -> np.ndarray:
-    computer.accept_waveform(SR, (wav * INT16).astype(np.float32).tolist())
+    computer.accept_waveform(SR, (wav * INT16).astype(np.float32))
     computer.input_finished()
     n = computer.num_frames_ready
     if n == 0:
@@ -84,6 +84,7 @@ def pitch2(wav: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- resemblyzer VoiceEncoder
+
 
 def _slaney_mel(n_mels: int, n_fft: int) -> np.ndarray:
     """(n_mels, 1 + n_fft // 2) Slaney mel filterbank with Slaney area norm (librosa's default)."""
@@ -152,8 +153,10 @@ class VoiceEncoderLayers:
         for k in range(3):
             lstm = torch.nn.LSTM(40 if k == 0 else 256, 256, 1, batch_first=True)
             lstm.load_state_dict(
-                {f"{n}_l0": state[f"lstm.{n}_l{k}"] for n in
-                 ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+                {
+                    f"{n}_l0": state[f"lstm.{n}_l{k}"]
+                    for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                }
             )
             layers.append(lstm.eval())
         linear = torch.nn.Linear(256, 256)
@@ -176,8 +179,9 @@ class VoiceEncoderLayers:
         over 1.6 s partials with 50 % overlap (the package uses 1.3 partials/s), L2-normed."""
         T = mel.shape[0]
         starts = list(range(0, max(T - win, 0) + 1, step)) or [0]
-        parts = np.stack([np.pad(mel[s : s + win], ((0, max(0, win - (T - s))), (0, 0)))
-                          for s in starts])
+        parts = np.stack(
+            [np.pad(mel[s : s + win], ((0, max(0, win - (T - s))), (0, 0))) for s in starts]
+        )
         x = torch.from_numpy(parts.astype(np.float32))
         h = None
         for lstm in self.layers:
@@ -188,11 +192,14 @@ class VoiceEncoderLayers:
         return (m / (m.norm() + 1e-9)).numpy()
 
 
-def extract_all(wav: np.ndarray, enc: VoiceEncoderLayers) -> tuple[dict[str, np.ndarray], dict]:
+def extract_all(
+    wav: np.ndarray, enc: VoiceEncoderLayers, dvector: bool = True
+) -> tuple[dict[str, np.ndarray], dict]:
     """All four streams of one 16 kHz utterance, cut to a common frame count.
 
     Returns ``({"mfbe", "mfcc", "pitch", "ptm"}, info)``; ``info`` holds the frame counts before
-    trimming (``ptm_minus_mfbe``) and the sanity statistics (``mean_mfbe``, ``mean_l3``, ``dvec``).
+    trimming (``ptm_minus_mfbe``) and the sanity statistics (``mean_mfbe``, ``mean_l3``, and
+    ``dvec`` when ``dvector``: it costs as much as the hidden states).
     """
     fb = fbank80(wav)
     mf = mfcc40(wav)
@@ -211,6 +218,6 @@ def extract_all(wav: np.ndarray, enc: VoiceEncoderLayers) -> tuple[dict[str, np.
         "ptm_minus_mfbe": len(hs) - len(fb),
         "mean_mfbe": fb[:n].mean(0),
         "mean_l3": hs[:n, 2].mean(0),
-        "dvec": enc.dvector(mel),
+        "dvec": enc.dvector(mel) if dvector else None,
     }
     return feats, info

@@ -56,7 +56,7 @@ def synth_speaker(args: tuple[V.Speaker, list[Utt]]) -> list[float]:
     work: Path = _STATE["work"]
     rng = np.random.default_rng([_STATE["seed"], 4, hash_name(spk.name)])
     wavs = V.synthesize_speaker(spk, [u.text for u in utts], [u.jitter for u in utts], rng)
-    for u, w in zip(utts, wavs):
+    for u, w in zip(utts, wavs, strict=True):
         np.save(clean_path(work, u.index), np.round(w * 32767).astype(np.int16))
     return [len(w) / V.SR for w in wavs]
 
@@ -75,7 +75,7 @@ def featurize(u: Utt) -> dict:
     rng = np.random.default_rng([plan.seed, 5, u.index])
     others = [_load_clean(work, i) for i in u.babble_from] if ses.noise == "babble" else []
     wav = C.apply(_load_clean(work, u.index), ses, others, rng)
-    feats, info = F.extract_all(wav, _STATE["enc"])
+    feats, info = F.extract_all(wav, _STATE["enc"], dvector=u.split != "train")  # sanity only
     for name in STREAMS:
         path = work / "feats" / name / u.split / f"{u.id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +98,11 @@ def synthesize_all(plan: Plan, work: Path, jobs: int) -> dict[str, float]:
     # longest (festival: slowest engine) first for load balance
     tasks.sort(key=lambda t: (t[0].engine != "festival", t[0].name))
     durs = run_pool(synth_speaker, tasks, jobs, "synthesis", {"work": work, "seed": plan.seed})
-    return {u.id: d for (_, utts), ds in zip(tasks, durs) for u, d in zip(utts, ds)}
+    return {
+        u.id: d
+        for (_, utts), ds in zip(tasks, durs, strict=True)
+        for u, d in zip(utts, ds, strict=True)
+    }
 
 
 def featurize_all(plan: Plan, work: Path, jobs: int, samples: Path | None) -> list[dict]:

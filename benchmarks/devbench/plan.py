@@ -29,9 +29,11 @@ class Sizes:
     espeak_train_families: int = 29
     espeak_test_families: int = 5
     other_train: tuple[str, ...] = tuple(f"flite:{v}" for v in V.FLITE_TRAIN) + tuple(
-        f"festival:{v}" for v in V.FESTIVAL_TRAIN)
+        f"festival:{v}" for v in V.FESTIVAL_TRAIN
+    )
     other_test: tuple[str, ...] = tuple(f"flite:{v}" for v in V.FLITE_TEST) + tuple(
-        f"festival:{v}" for v in V.FESTIVAL_TEST)
+        f"festival:{v}" for v in V.FESTIVAL_TEST
+    )
     train_per_family: int = 3
     test_per_family: int = 4
     valid_families: int = 7  # training families that get extra (validation) speakers
@@ -45,10 +47,17 @@ class Sizes:
 
     @classmethod
     def small(cls) -> Sizes:
-        return cls(espeak_train_families=2, espeak_test_families=1,
-                   other_train=("festival:kal_diphone",), other_test=("flite:rms",),
-                   train_per_family=2, test_per_family=2, valid_families=1, utts=(4, 4),
-                   sessions=(2, 2))
+        return cls(
+            espeak_train_families=2,
+            espeak_test_families=1,
+            other_train=("festival:kal_diphone",),
+            other_test=("flite:rms",),
+            train_per_family=2,
+            test_per_family=2,
+            valid_families=1,
+            utts=(4, 4),
+            sessions=(2, 2),
+        )
 
 
 @dataclass
@@ -87,8 +96,9 @@ class Plan:
 
 def load_words(path: Path = WORDLIST) -> list[str]:
     words = [w.strip() for w in path.read_text(encoding="utf-8", errors="ignore").splitlines()]
-    return sorted({w for w in words if w.isascii() and w.isalpha() and w.islower()
-                   and 3 <= len(w) <= 10})
+    return sorted(
+        {w for w in words if w.isascii() and w.isalpha() and w.islower() and 3 <= len(w) <= 10}
+    )
 
 
 def _families(sizes: Sizes, rng: np.random.Generator) -> dict[str, list[V.Family]]:
@@ -99,8 +109,10 @@ def _families(sizes: Sizes, rng: np.random.Generator) -> dict[str, list[V.Family
     lang_tr = list(rng.permutation(V.ESPEAK_LANGS_TRAIN))
     lang_te = list(rng.permutation(V.ESPEAK_LANGS_TEST))
     train = [V.espeak_family(v, lang_tr[i % len(lang_tr)]) for i, v in enumerate(variants[:n_tr])]
-    test = [V.espeak_family(v, lang_te[i % len(lang_te)])
-            for i, v in enumerate(variants[n_tr : n_tr + n_te])]
+    test = [
+        V.espeak_family(v, lang_te[i % len(lang_te)])
+        for i, v in enumerate(variants[n_tr : n_tr + n_te])
+    ]
     train += [V.other_family(*s.split(":")) for s in sizes.other_train]
     test += [V.other_family(*s.split(":")) for s in sizes.other_test]
     return {"train": train, "test": test}
@@ -129,20 +141,33 @@ def make_plan(seed: int, sizes: Sizes, words: list[str]) -> Plan:
     sessions: dict[str, list[Session]] = {}
     utts: list[Utt] = []
     for split, spks in speakers.items():
-        for si, spk in enumerate(spks):
+        for _si, spk in enumerate(spks):
             r = np.random.default_rng([seed, 2, hash_name(spk.name)])
             n_ses = int(r.integers(sizes.sessions[0], sizes.sessions[1] + 1))
-            sessions[spk.name] = [draw_session(r) for _ in range(n_ses)]
-            drift = [(float(r.uniform(0.96, 1.04)), float(r.uniform(0.95, 1.05)))
-                     for _ in range(n_ses)]
+            r_ch = np.random.default_rng([seed, 7, hash_name(spk.name)])  # channel: own stream
+            sessions[spk.name] = [draw_session(r_ch) for _ in range(n_ses)]
+            drift = [
+                (float(r.uniform(0.96, 1.04)), float(r.uniform(0.95, 1.05))) for _ in range(n_ses)
+            ]
             n_utt = int(r.integers(sizes.utts[0], sizes.utts[1] + 1))
             ses_of = np.sort(np.arange(n_utt) % n_ses)
             for j in range(n_utt):
                 k = int(ses_of[j])
-                jit = (drift[k][0] * float(r.uniform(0.97, 1.03)),
-                       drift[k][1] * float(r.uniform(0.95, 1.05)))
-                utts.append(Utt(f"{spk.name}/ses{k}-u{j:02d}", split, spk.name, k, len(utts),
-                                _text(words, r), jit))
+                jit = (
+                    drift[k][0] * float(r.uniform(0.97, 1.03)),
+                    drift[k][1] * float(r.uniform(0.95, 1.05)),
+                )
+                utts.append(
+                    Utt(
+                        f"{spk.name}/ses{k}-u{j:02d}",
+                        split,
+                        spk.name,
+                        k,
+                        len(utts),
+                        _text(words, r),
+                        jit,
+                    )
+                )
     _assign_babble(utts, np.random.default_rng([seed, 3]))
     return Plan(seed, fams, speakers, sessions, utts)
 

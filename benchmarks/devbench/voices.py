@@ -31,22 +31,29 @@ SR = 16000
 # espeak-ng variants (``espeak-ng --voices=variant``). Left out: non-human or degenerate ones
 # (Demonic, UniRobot, anikaRobot, announcer, robosoft1-8, whisper, whisperf) and duplicates
 # (fast == Mr, klatt == klatt6 == caleb: identical output).
+# fmt: off
 ESPEAK_VARIANTS = (
-    "Alex Alicia Andrea Andy Annie AnxiousAndy Denis Diogo Gene Gene2 Henrique Hugo Jacky Lee "
-    "Marco Mario Michael Mike Mr Nguyen RicishayMax RicishayMax2 RicishayMax3 Storm Tweaky adam "
-    "anika antonio aunty belinda benjamin boris caleb croak david ed edward edward2 f1 f2 f3 f4 "
-    "f5 grandma grandpa gustave iven iven2 iven3 iven4 john kaukovalta klatt2 klatt3 klatt4 "
-    "klatt5 linda m1 m2 m3 m4 m5 m6 m7 m8 marcelo max michel miguel norbert pablo paul pedro "
-    "quincy rob robert sandro shelby steph steph2 steph3 travis victor zac"
-).split()
+    "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2",
+    "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Mr", "Nguyen",
+    "RicishayMax", "RicishayMax2", "RicishayMax3", "Storm", "Tweaky", "adam", "anika", "antonio",
+    "aunty", "belinda", "benjamin", "boris", "caleb", "croak", "david", "ed", "edward", "edward2",
+    "f1", "f2", "f3", "f4", "f5", "grandma", "grandpa", "gustave", "iven", "iven2", "iven3",
+    "iven4", "john", "kaukovalta", "klatt2", "klatt3", "klatt4", "klatt5", "linda", "m1", "m2",
+    "m3", "m4", "m5", "m6", "m7", "m8", "marcelo", "max", "michel", "miguel", "norbert", "pablo",
+    "paul", "pedro", "quincy", "rob", "robert", "sandro", "shelby", "steph", "steph2", "steph3",
+    "travis", "victor", "zac",
+)
 
 # Latin-script espeak-ng languages: they read English text with their own letter-to-sound rules
 # (an accent). Test families draw from the second list only.
 ESPEAK_LANGS_TRAIN = (
-    "en-us en-gb en-gb-scotland en-029 en-gb-x-gbclan de nl fr-fr es it pt sv da nb pl cs hu ro "
-    "hr fi et lv lt sk sl id tr ca eu cy ga af sw eo is mt sq"
-).split()
-ESPEAK_LANGS_TEST = "en-gb-x-rp en-us-nyc en-gb-x-gbcwmd es-419 pt-br fr-be bs ia lb".split()
+    "en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-gbclan", "de", "nl", "fr-fr", "es",
+    "it", "pt", "sv", "da", "nb", "pl", "cs", "hu", "ro", "hr", "fi", "et", "lv", "lt", "sk", "sl",
+    "id", "tr", "ca", "eu", "cy", "ga", "af", "sw", "eo", "is", "mt", "sq",
+)
+ESPEAK_LANGS_TEST = (
+    "en-gb-x-rp", "en-us-nyc", "en-gb-x-gbcwmd", "es-419", "pt-br", "fr-be", "bs", "ia", "lb",
+)
 
 # Non-espeak base voices. The same recorded person can exist in two engines (kal: flite kal,
 # kal16 and festival kal_diphone; slt: flite slt and festival cmu_us_slt_arctic_hts): such
@@ -59,6 +66,7 @@ FESTIVAL_TRAIN = (
     "czech_dita", "czech_krb", "czech_ph", "cmu_us_slt_arctic_hts",
 )
 FESTIVAL_TEST = ("ked_diphone", "pc_diphone", "czech_machac", "suo_fi_lj_diphone")
+# fmt: on
 
 
 @dataclass(frozen=True)
@@ -130,18 +138,30 @@ def render_many(spk: Speaker, texts: list[str], tmp: Path) -> list[tuple[np.ndar
     if spk.engine == "espeak":
         out = []
         for text in texts:
-            cmd = ["espeak-ng", "-v", spk.voice, "-p", str(spk.espeak_pitch), "-s",
-                   str(spk.espeak_speed), "--stdout", text]
+            cmd = [
+                "espeak-ng",
+                "-v",
+                spk.voice,
+                "-p",
+                str(spk.espeak_pitch),
+                "-s",
+                str(spk.espeak_speed),
+                "--stdout",
+                text,
+            ]
             out.append(_read_wav_bytes(subprocess.run(cmd, capture_output=True, check=True).stdout))
         return out
     paths = [tmp / f"utt{i}.wav" for i in range(len(texts))]
     if spk.engine == "flite":
-        for text, path in zip(texts, paths):
-            subprocess.run(["flite", "-voice", spk.voice, "-t", text, "-o", str(path)],
-                           capture_output=True, check=True)
+        for text, path in zip(texts, paths, strict=True):
+            subprocess.run(
+                ["flite", "-voice", spk.voice, "-t", text, "-o", str(path)],
+                capture_output=True,
+                check=True,
+            )
     elif spk.engine == "festival":
         lines = [f"(voice_{spk.voice})"]
-        for text, path in zip(texts, paths):
+        for text, path in zip(texts, paths, strict=True):
             safe = text.replace('"', "").replace("\\", "")
             lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{safe}")) "{path}" \'riff)')
         scm = tmp / "utts.scm"
@@ -163,16 +183,23 @@ def _trim(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x[a:b]
 
 
-def synthesize_speaker(spk: Speaker, texts: list[str], jitters: list[tuple[float, float]],
-                       rng: np.random.Generator) -> list[np.ndarray]:
+def synthesize_speaker(
+    spk: Speaker, texts: list[str], jitters: list[tuple[float, float]], rng: np.random.Generator
+) -> list[np.ndarray]:
     """All utterances of one speaker: engine rendering, then :func:`perturb` each."""
     with tempfile.TemporaryDirectory(prefix="devbench-") as tmp:
         raws = render_many(spk, texts, Path(tmp))
-    return [perturb(spk, raw, sr, j, rng) for (raw, sr), j in zip(raws, jitters)]
+    return [perturb(spk, raw, sr, j, rng) for (raw, sr), j in zip(raws, jitters, strict=True)]
 
 
-def perturb(spk: Speaker, raw: np.ndarray, sr: int, jitter: tuple[float, float],
-            rng: np.random.Generator, max_seconds: float = 6.5) -> np.ndarray:
+def perturb(
+    spk: Speaker,
+    raw: np.ndarray,
+    sr: int,
+    jitter: tuple[float, float],
+    rng: np.random.Generator,
+    max_seconds: float = 6.5,
+) -> np.ndarray:
     """Speaker-perturbed clean speech at 16 kHz (float32, peak-normalised to 0.5).
 
     ``jitter`` = (pitch factor, rate factor) of this session and utterance on top of the
@@ -185,8 +212,9 @@ def perturb(spk: Speaker, raw: np.ndarray, sr: int, jitter: tuple[float, float],
     if not np.isfinite(median) or median <= 0:
         median = 120.0
     target = float(np.clip(median * spk.pitch * jitter[0], 55.0, 450.0))
-    warped = call(snd, "Change gender", 60.0, 500.0, spk.formant, target, spk.prange,
-                  spk.rate * jitter[1])
+    warped = call(
+        snd, "Change gender", 60.0, 500.0, spk.formant, target, spk.prange, spk.rate * jitter[1]
+    )
     y = _trim(warped.values[0].astype(np.float32), rng)
     y = y[: int(max_seconds * SR)]
     return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
