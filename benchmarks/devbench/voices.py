@@ -15,6 +15,7 @@ utterances of a speaker are identical in voice, and sessions differ slightly as 
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ import soxr
 from parselmouth.praat import call
 
 SR = 16000
+log = logging.getLogger(__name__)
 
 # espeak-ng variants (``espeak-ng --voices=variant``). Left out: non-human or degenerate ones
 # (Demonic, UniRobot, anikaRobot, announcer, robosoft1-8, whisper, whisperf) and duplicates
@@ -212,9 +214,17 @@ def perturb(
     if not np.isfinite(median) or median <= 0:
         median = 120.0
     target = float(np.clip(median * spk.pitch * jitter[0], 55.0, 450.0))
-    warped = call(
-        snd, "Change gender", 60.0, 500.0, spk.formant, target, spk.prange, spk.rate * jitter[1]
-    )
+    try:
+        warped = call(
+            snd, "Change gender", 60.0, 500.0, spk.formant, target, spk.prange, spk.rate * jitter[1]
+        )
+    except parselmouth.PraatError:
+        # rare: Praat finds no usable pitch period somewhere (--undefined--); keep the
+        # speaker's formant ratio and rate, leave the pitch contour as rendered
+        log.warning("Change gender failed for %s; retrying without pitch change", spk.name)
+        warped = call(
+            snd, "Change gender", 60.0, 500.0, spk.formant, 0.0, 1.0, spk.rate * jitter[1]
+        )
     y = _trim(warped.values[0].astype(np.float32), rng)
     y = y[: int(max_seconds * SR)]
     return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
