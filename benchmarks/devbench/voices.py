@@ -222,9 +222,13 @@ def perturb(
         # rare: Praat finds no usable pitch period somewhere (--undefined--); keep the
         # speaker's formant ratio and rate, leave the pitch contour as rendered
         log.warning("Change gender failed for %s; retrying without pitch change", spk.name)
-        warped = call(
-            snd, "Change gender", 60.0, 500.0, spk.formant, 0.0, 1.0, spk.rate * jitter[1]
-        )
+        try:
+            warped = call(
+                snd, "Change gender", 60, 500, spk.formant, 0.0, 1.0, spk.rate * jitter[1]
+            )
+        except parselmouth.PraatError:
+            log.warning("Change gender failed again for %s; utterance left unwarped", spk.name)
+            warped = snd
     y = _trim(warped.values[0].astype(np.float32), rng)
     y = y[: int(max_seconds * SR)]
     return (0.5 * y / (np.abs(y).max() + 1e-9)).astype(np.float32)
