@@ -40,6 +40,17 @@ setup(
         "matplotlib>=3.7",
         "pyyaml>=6.0",
     ],
-    extras_require={"dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8"]},
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8"],
+        # benchmarks/devbench (real-audio dev benchmark); also needs Debian's espeak-ng, flite,
+        # festival voices and `pip install --no-deps resemblyzer` (benchmarks/devbench/README.md)
+        "devbench": [
+            "soxr>=0.3",
+            "soundfile>=0.12",
+            "kaldi-native-fbank>=1.18",
+            "praat-parselmouth>=0.4.3",
+            "scipy>=1.10",
+        ],
+    },
     entry_points={"console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()]},
 )
