@@ -65,7 +65,18 @@ TODAY = System(
     note="demo recipe at batch 64: fusion concat, mfbe_pitch, ecapa_tdnn_tiny, best.pt by validation",
 )
 DEFAULT = System("devbench.yaml", note="recipes/devbench.yaml")
-SYSTEMS: dict[str, System] = {"today": TODAY, "default": DEFAULT}
+# The shipped-2026-11 recipe with this levers switched on (same tiny model): what the
+# levers alone give, without the recipe's other changes.
+TODAY_LEVERS = System(
+    "devbench_2026-11.yaml",
+    overrides=(
+        "--spec-time-masks", "1", "--spec-freq-masks", "1", "--ptm-time-masks", "1",
+        "--spec-mix-prob", "0.5", "--margin-hold-epochs", "1", "--margin-warmup-epochs", "4",
+        "--average-last", "5", "--final-checkpoint", "averaged",
+    ),
+    note="the 2026-11 recipe plus masks, log-mel mixing, margin warm-up, averaging of the last 5",
+)  # fmt: skip
+SYSTEMS: dict[str, System] = {"today": TODAY, "today_levers": TODAY_LEVERS, "default": DEFAULT}
 
 
 def run(command: list[str], log_path: Path) -> None:
@@ -206,10 +217,16 @@ def train_and_eval(
             work / "logs" / f"{name}_seed{seed}.train.log",
         )  # fmt: skip
     rows = []
+    seen: dict[int, str] = {}  # inode -> checkpoint name: final.pt is a hard link to another
     for checkpoint in ("final.pt", "best.pt", "last.pt"):
         path = run_dir / checkpoint
         if not path.exists():
             continue
+        inode = path.stat().st_ino
+        if inode in seen:
+            LOG.info("%s is %s: not evaluated twice", checkpoint, seen[inode])
+            continue
+        seen[inode] = checkpoint
         out = run_dir / f"eval_{path.stem}"
         if not (out / "results.json").exists():
             run(
@@ -260,7 +277,7 @@ def peer_rows(data: Data, work: Path, python: str, seed: int, epochs: int) -> li
             "checkpoint": "last",
             "score": "cosine",
             "eer": result["eer"],
-            "min_dcf@0.01": result["min_dcf@0.01"],
+            "min_dcf@0.01": result["min_dcf_p0.01"],
         }
     ]
 
