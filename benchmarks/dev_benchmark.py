@@ -303,6 +303,29 @@ def render(rows: list[dict[str, Any]]) -> str:
     return table(["system", "checkpoint", "score", "EER %", "minDCF@0.01", "seeds"], lines)
 
 
+COMPACT_SCORES = ("cosine", "learned", "fused", "cosine_lda", "plda", "cosine_asnorm", "plda_asnorm")
+
+
+def render_compact(rows: list[dict[str, Any]]) -> str:
+    """One line per system and checkpoint: EER % (minDCF@0.01) of the main score types, the
+    mean over seeds; classical rows list their own scorers."""
+    groups: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
+    for row in rows:
+        key = (row["system"], row["checkpoint"])
+        groups.setdefault(key, {}).setdefault(row["score"], []).append(
+            (100 * row["eer"], row["min_dcf@0.01"])
+        )
+    lines = []
+    for (system, checkpoint), scores in groups.items():
+        names = [n for n in COMPACT_SCORES if n in scores] if "e2espk" in system else list(scores)
+        cells = []
+        for name in names:
+            values = np.array(scores[name])
+            cells.append(f"{name} {values[:, 0].mean():.2f} ({values[:, 1].mean():.3f})")
+        lines.append([system, checkpoint, "; ".join(cells)])
+    return table(["system", "checkpoint", "EER % (minDCF@0.01) per score"], lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("/tmp/devbench"), help="built corpus directory")
@@ -353,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(),
     }
     write_json_atomic(args.out, report)
-    text = render(rows)
+    text = render_compact(rows) + "\n\n" + render(rows)
     write_text_atomic(args.out.with_suffix(".md"), text + "\n")
     print(text)
     return 0

@@ -26,10 +26,10 @@ reference; see benchmarks/devbench/PEER.md):
 Install (CPU; keeps the system torch 2.13.0+cpu: the venv sees it through system site-packages;
 ``benchmarks/devbench/setup_peer_venv.sh`` runs exactly these lines)::
 
-    python -m venv --system-site-packages /work/venvs/sb-cpu
-    /work/venvs/sb-cpu/bin/pip install --no-deps speechbrain==1.1.2 torchaudio==2.11.1
-    /work/venvs/sb-cpu/bin/pip install hyperpyyaml sentencepiece huggingface_hub
-    rm -f /work/venvs/sb-cpu/lib/python3.11/site-packages/torchaudio/lib/*.so
+    python -m venv --system-site-packages $HOME/.venvs/e2espk-peer
+    $HOME/.venvs/e2espk-peer/bin/pip install --no-deps speechbrain==1.1.2 torchaudio==2.11.1
+    $HOME/.venvs/e2espk-peer/bin/pip install hyperpyyaml sentencepiece huggingface_hub
+    rm -f $HOME/.venvs/e2espk-peer/lib/python3.11/site-packages/torchaudio/lib/*.so
 
 SpeechBrain imports torchaudio at module level (``speechbrain.nnet.CNN``, its audio-backend
 check) but the modules used here never call into it. PyPI's torchaudio wheels are CUDA builds
@@ -39,7 +39,7 @@ whose compiled extension fails to load beside a CPU torch (``libc10_cuda.so`` mi
 
 Run::
 
-    /work/venvs/sb-cpu/bin/python benchmarks/devbench/peer_speechbrain.py \\
+    $HOME/.venvs/e2espk-peer/bin/python benchmarks/devbench/peer_speechbrain.py \\
         --train-hdf dev_train.hdf --test-hdf dev_test.hdf --trials trials/test.txt \\
         --out peer_speechbrain.json [--epochs 20 --channels 128 --batch-size 64 \\
         --crop-seconds 2 --lr 0.001 --threads 2 --seed 0]

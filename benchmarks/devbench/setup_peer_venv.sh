@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The venv for benchmarks/devbench/peer_speechbrain.py: SpeechBrain on the system's CPU torch.
-# Usage: bash benchmarks/devbench/setup_peer_venv.sh [VENV]   (default /work/venvs/sb-cpu)
+# Usage: bash benchmarks/devbench/setup_peer_venv.sh [VENV]   (default $HOME/.venvs/e2espk-peer)
 # Seconds and ~60 MB; the system torch (2.13.0+cpu) is seen through system site-packages and
 # never replaced (every torch-dependent package is installed --no-deps). See PEER.md.
 set -euo pipefail
-VENV=${1:-/work/venvs/sb-cpu}
+VENV=${1:-$HOME/.venvs/e2espk-peer}
 PY=${PYTHON:-python}
 $PY -m venv --system-site-packages "$VENV"
 "$VENV/bin/pip" install --no-deps speechbrain==1.1.2 torchaudio==2.11.1
