@@ -236,7 +236,8 @@ def test_augmentation_flags_and_bad_values() -> None:
     ).validate()
     assert config.augment_config().spec_mix_snr_db == (5.0, 12.0)
     assert not config.augment_config().spec_time_masks
-    assert TrainConfig(train_hdf_file="x").augment_config().enabled  # on by default
+    # off by default (the demo and the dev benchmark showed no clear gain); recipes turn it on
+    assert not TrainConfig(train_hdf_file="x").augment_config().enabled
     for bad in ({"spec_freq_mask_bins": -1}, {"spec_mix_prob": 2.0}, {"spec_mix_snr_db": (9, 3)}):
         with pytest.raises(ConfigError):
             TrainConfig(train_hdf_file="x", **bad).validate()  # type: ignore[arg-type]

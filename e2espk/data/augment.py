@@ -51,9 +51,9 @@ class AugmentConfig:
     Fields mirror the train.py flags of the same names (``TrainConfig`` documents them).
     """
 
-    spec_time_masks: int = 1  # time masks per crop over the spectral columns
+    spec_time_masks: int = 0  # time masks per crop over the spectral columns
     spec_time_mask_frames: int = 10  # widest time mask, handcrafted frames (10 = 100 ms)
-    spec_freq_masks: int = 1  # frequency masks per crop and spectral stream
+    spec_freq_masks: int = 0  # frequency masks per crop and spectral stream
     spec_freq_mask_bins: int = 8  # widest frequency mask, bins (of 80 log-mel / 40 MFCC)
     spec_gain_db: float = 0.0  # log-mel gain uniform in [-x, x] dB (cancelled by CMN)
     spec_tilt_db: float = 0.0  # log-mel tilt: lowest-to-highest band in [-x, x] dB (ditto)

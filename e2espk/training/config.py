@@ -92,7 +92,7 @@ class TrainConfig:
         _AUG.spec_mix_snr_db, metavar="DB", help="SNR range (LOW HIGH) of that mix"
     )
     ptm_time_masks: int = option(
-        1, help="time masks per crop over PTM frames, independent of the others (0: off)"
+        0, help="time masks per crop over PTM frames, independent of the others (0: off)"
     )
     ptm_time_mask_frames: int = option(5, help="widest PTM time mask, in PTM frames")
     ptm_layer_dropout: float = option(
