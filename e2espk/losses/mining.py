@@ -109,10 +109,8 @@ def semi_hard_pairs(
     cosine = cosine_matrix(emb)
     pos_a, pos_b = hardest_positives(labels, cosine)
     diff_a, diff_b, diff_cos = _different_pairs(labels, cosine)
-    reference = torch.minimum(
-        hardest_positive_cosine(labels, cosine)[diff_a],
-        hardest_positive_cosine(labels, cosine)[diff_b],
-    )
+    hardest = hardest_positive_cosine(labels, cosine)
+    reference = torch.minimum(hardest[diff_a], hardest[diff_b])
     semi = diff_cos < reference
     # semi-hard ones first, most similar first (keys in [-1, 1]); then the others, mildest
     # (least similar) first (keys in [-4, -2])

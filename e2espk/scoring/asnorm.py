@@ -30,16 +30,34 @@ def top_n_statistics(
     max_elements: int = 1 << 24,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-utterance mean and std of its ``top_n`` best cohort scores."""
+    empty = (np.empty(0), np.empty(0))  # no utterances: no chunk was scored
+    return top_n_statistics_of_each(
+        embeddings, cohort, top_n, lambda rows, models: {"": scorer(rows, models)}, max_elements
+    ).get("", empty)
+
+
+def top_n_statistics_of_each(
+    embeddings: np.ndarray,
+    cohort: np.ndarray,
+    top_n: int,
+    scorer: Callable[[np.ndarray, np.ndarray], dict[str, np.ndarray]],
+    max_elements: int = 1 << 24,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``top_n_statistics`` of several score types that one scorer computes together (e.g. the
+    fused score from the cosine and learned matrices it has already computed), per name."""
     top_n = min(top_n, len(cohort))
     rows_per_chunk = max(1, max_elements // max(len(cohort), 1))
-    means = np.empty(len(embeddings))
-    stds = np.empty(len(embeddings))
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for start in range(0, len(embeddings), rows_per_chunk):
-        scores = scorer(embeddings[start : start + rows_per_chunk], cohort)
-        top = np.partition(scores, scores.shape[1] - top_n, axis=1)[:, -top_n:]
-        means[start : start + rows_per_chunk] = top.mean(axis=1)
-        stds[start : start + rows_per_chunk] = top.std(axis=1)
-    return means, np.maximum(stds, 1e-6)
+        chunk = slice(start, start + rows_per_chunk)
+        for name, scores in scorer(embeddings[chunk], cohort).items():
+            means, stds = stats.setdefault(
+                name, (np.empty(len(embeddings)), np.empty(len(embeddings)))
+            )
+            top = np.partition(scores, scores.shape[1] - top_n, axis=1)[:, -top_n:]
+            means[chunk] = top.mean(axis=1)
+            stds[chunk] = top.std(axis=1)
+    return {name: (means, np.maximum(stds, 1e-6)) for name, (means, stds) in stats.items()}
 
 
 def as_norm(

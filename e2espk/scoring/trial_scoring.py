@@ -147,37 +147,28 @@ def cohort_statistics(
     assert tables.cohort is not None
     cohort_x, cohort_speakers = tables.cohort
     means = asnorm.speaker_means(cohort_x, cohort_speakers)
-    scorers: dict[str, tuple[np.ndarray, np.ndarray, asnorm.CohortScorer]] = {
-        "cosine": (tables.embeddings, means, asnorm.cosine_matrix)
-    }
-    if system.verifier is not None:
-        verifier = system.verifier
+    verifier, fusion = system.verifier, system.score_fusion
 
-        def learned_matrix(rows: np.ndarray, cohort_rows: np.ndarray) -> np.ndarray:
+    def model_scores(rows: np.ndarray, cohort_rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Cosine, learned and fused cohort scores of a chunk; the verifier runs once."""
+        scores = {"cosine": asnorm.cosine_matrix(rows, cohort_rows)}
+        if verifier is not None:
             a = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
             b = torch.from_numpy(np.ascontiguousarray(cohort_rows)).to(device)
-            return verifier.score_matrix(a, b).float().cpu().numpy()  # type: ignore[operator]
+            scores["learned"] = verifier.score_matrix(a, b).float().cpu().numpy()  # type: ignore[operator]
+            if fusion is not None:  # AS-norm of the fused score itself, from fused cohort scores
+                scores["fused"] = fusion.apply(scores)
+        return scores
 
-        scorers["learned"] = (tables.embeddings, means, learned_matrix)
-        fusion = system.score_fusion
-        if fusion is not None:  # AS-norm of the fused score itself, from fused cohort scores
-
-            def fused_matrix(rows: np.ndarray, cohort_rows: np.ndarray) -> np.ndarray:
-                return fusion.apply(
-                    {
-                        "cosine": asnorm.cosine_matrix(rows, cohort_rows),
-                        "learned": learned_matrix(rows, cohort_rows),
-                    }
-                )
-
-            scorers["fused"] = (tables.embeddings, means, fused_matrix)
+    statistics = asnorm.top_n_statistics_of_each(
+        tables.embeddings, means, top_n, model_scores, max_elements=1 << 22
+    )
     for name, (backend, table) in tables.backends.items():
         models = backend.cohort_models(cohort_x, cohort_speakers)
-        scorers[name] = (table, models, backend.score_matrix)
-    return {
-        name: asnorm.top_n_statistics(rows, cohort, top_n, scorer, max_elements=1 << 22)
-        for name, (rows, cohort, scorer) in scorers.items()
-    }
+        statistics[name] = asnorm.top_n_statistics(
+            table, models, top_n, backend.score_matrix, max_elements=1 << 22
+        )
+    return statistics
 
 
 def normalized_scores(
