@@ -79,6 +79,23 @@ TODAY_LEVERS = System(
 SYSTEMS: dict[str, System] = {"today": TODAY, "today_levers": TODAY_LEVERS, "default": DEFAULT}
 
 
+def _variant(base: System, *overrides: str, note: str) -> System:
+    return System(base.recipe, base.overrides + overrides, note)
+
+
+# Levers explored on the way to the new default (issue 13), each from today_levers.
+EXPERIMENTS: dict[str, System] = {
+    "x_cmn_off": _variant(
+        TODAY_LEVERS, "--cmvn", "none", "--spec-gain-db", "6", "--spec-tilt-db", "6",
+        note="no per-crop CMN (the utterance-mean spectrum stays visible), random gain/tilt instead",
+    ),
+    "x_handcrafted": _variant(
+        TODAY_LEVERS, "--mode", "handcrafted", note="log-mel + pitch only, no PTM stream"
+    ),
+}  # fmt: skip
+SYSTEMS.update(EXPERIMENTS)
+
+
 def run(command: list[str], log_path: Path) -> None:
     """Run a user-facing command, its output in ``log_path``; fail loudly with its tail."""
     LOG.info("$ %s", " ".join(command))
