@@ -92,6 +92,11 @@ EXPERIMENTS: dict[str, System] = {
     "x_handcrafted": _variant(
         TODAY_LEVERS, "--mode", "handcrafted", note="log-mel + pitch only, no PTM stream"
     ),
+    "x_perturb": _variant(
+        TODAY_LEVERS, "--speaker-perturb", "0.9", "1.1", "--epochs", "8",
+        note="speaker augmentation: 0.9/1.1 speed copies of every speaker as new speakers "
+        "(3x the speakers and the epoch; 8 epochs = 24 plain ones)",
+    ),
 }  # fmt: skip
 SYSTEMS.update(EXPERIMENTS)
 

@@ -19,6 +19,7 @@ from e2espk.data import transforms
 from e2espk.data.augment import AugmentConfig
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
+from e2espk.data.speaker_perturb import SpeakerPerturbation, stretch_time, warp_log_mel
 from e2espk.errors import ConfigError
 
 CropRequest = tuple[int, int]  # (row in the corpus, seed of the crop position)
@@ -44,6 +45,8 @@ class CropDataset(Dataset):
         cmvn: normalisation of handcrafted frames: 'none', 'mean' or 'meanvar' (per crop).
         augment: augmentation of the crops (``e2espk.data.augment``), drawn from the crop's
             seed; None (or all off) for plain crops.
+        perturb: speaker augmentation (``e2espk.data.speaker_perturb``): rows past the corpus
+            are speed-perturbed copies labelled as new speakers; None for none.
     """
 
     def __init__(
@@ -53,35 +56,48 @@ class CropDataset(Dataset):
         crop_seconds: float,
         cmvn: str = "mean",
         augment: AugmentConfig | None = None,
+        perturb: SpeakerPerturbation | None = None,
     ) -> None:
         self.corpus = corpus
         self.layout = layout
         self.crop_seconds = crop_seconds
         self.normalize = transforms.CMVN.get(cmvn)
         self.augment = augment if augment is not None and augment.enabled else None
+        self.perturb = perturb or SpeakerPerturbation()
+        self.perturb.validate(layout.handcrafted_streams)
         self.columns = augmentation.stream_columns(
             layout.handcrafted_streams,
             [corpus.streams[name].dims[0] for name in layout.handcrafted_streams],
         )
 
     def __len__(self) -> int:
-        return len(self.corpus)
+        return len(self.corpus) * self.perturb.copies
 
     def __getitem__(self, request: CropRequest) -> dict[str, np.ndarray | int]:
-        row, seed = request
+        virtual_row, seed = request
+        copy, row = divmod(virtual_row, len(self.corpus))
+        factor = self.perturb.factor(copy)
+        span = self.crop_seconds * factor  # stored seconds that become crop_seconds
         rng = np.random.default_rng(seed)
-        slack = max(utterance_seconds(self.corpus, self.layout, row) - self.crop_seconds, 0.0)
+        slack = max(utterance_seconds(self.corpus, self.layout, row) - span, 0.0)
         start_s = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
-        item: dict[str, np.ndarray | int] = {"label": int(self.corpus.speaker_of[row]), "row": row}
+        label = int(self.corpus.speaker_of[row]) + copy * len(self.corpus.speakers)
+        item: dict[str, np.ndarray | int] = {"label": label, "row": row}
         if self.layout.uses_ptm:
-            item["ptm"] = self._read(row, PTM_KIND, start_s)  # masked in the PtmEncoder
+            item["ptm"] = self._read(row, PTM_KIND, start_s, span)  # masked in the PtmEncoder
         if self.layout.uses_handcrafted:
-            item["handcrafted"] = self._handcrafted(row, start_s, seed)
+            item["handcrafted"] = self._handcrafted(row, start_s, seed, factor)
         return item
 
-    def _handcrafted(self, row: int, start_s: float, seed: int) -> np.ndarray:
-        """The concatenated handcrafted crop ``(T, F)``: mix, gain and tilt, CMN, then masks."""
-        parts = [self._read(row, name, start_s) for name in self.layout.handcrafted_streams]
+    def _handcrafted(self, row: int, start_s: float, seed: int, factor: float = 1.0) -> np.ndarray:
+        """The concatenated handcrafted crop ``(T, F)``: warp, mix, gain and tilt, CMN, masks."""
+        span = self.crop_seconds * factor
+        parts = [self._read(row, name, start_s, span) for name in self.layout.handcrafted_streams]
+        if factor != 1.0:
+            parts = [
+                warp_log_mel(part, factor, self.perturb.mel_hz) if name == "mfbe" else part
+                for name, part in zip(self.layout.handcrafted_streams, parts, strict=True)
+            ]
         frames = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
         aug = self.augment
         if aug is None:
@@ -111,14 +127,17 @@ class CropDataset(Dataset):
             frames = augmentation.mix_log_mel(frames, noise, weight, self.columns[name])
         return frames
 
-    def _read(self, row: int, stream: str, start_s: float) -> np.ndarray:
+    def _read(self, row: int, stream: str, start_s: float, span_s: float | None = None) -> np.ndarray:
+        """``span_s`` stored seconds from ``start_s`` (default the crop), as a crop-length array."""
         spec = self.corpus.streams[stream]
         if not spec.time_axis:
             return self.corpus.read(row, stream)
         rate = spec.frame_rate_hz or 1.0
         length = max(1, round(self.crop_seconds * rate))
-        start = min(int(start_s * rate), max(int(self.corpus.frames(stream)[row]) - length, 0))
-        return transforms.repeat_pad(self.corpus.read(row, stream, start, start + length), length)
+        stored = max(1, round((span_s or self.crop_seconds) * rate))
+        start = min(int(start_s * rate), max(int(self.corpus.frames(stream)[row]) - stored, 0))
+        frames = transforms.repeat_pad(self.corpus.read(row, stream, start, start + stored), stored)
+        return stretch_time(frames, length)
 
 
 class SpeakerBatchSampler(Sampler[list[CropRequest]]):

@@ -7,6 +7,7 @@ import dataclasses
 from e2espk.config import option
 from e2espk.data.augment import AugmentConfig
 from e2espk.data.features import FEATURE_MODES, MODES, InputLayout
+from e2espk.data.speaker_perturb import SpeakerPerturbation
 from e2espk.data.transforms import CMVN
 from e2espk.errors import ConfigError
 from e2espk.losses.margin import MARGIN_HEADS
@@ -90,6 +91,16 @@ class TrainConfig:
     )
     spec_mix_snr_db: tuple[float, float] = option(
         _AUG.spec_mix_snr_db, metavar="DB", help="SNR range (LOW HIGH) of that mix"
+    )
+    speaker_perturb: tuple[float, ...] = option(
+        (),
+        allow_empty=True,
+        metavar="FACTOR",
+        help="speaker augmentation: each speed factor (e.g. 0.9 1.1) adds a copy of every speaker "
+        "as new speakers, log-mel warped in frequency and time (e2espk/data/speaker_perturb.py)",
+    )
+    speaker_perturb_mel_hz: tuple[float, float] = option(
+        (20.0, 8000.0), metavar="HZ", help="lowest and highest filterbank edge of the stored log-mel"
     )
     ptm_time_masks: int = option(
         0, help="time masks per crop over PTM frames, independent of the others (0: off)"
@@ -302,6 +313,12 @@ class TrainConfig:
             self.margin_hold_epochs,
             self.margin_warmup_epochs,
             steps_per_epoch,
+        )
+
+    def speaker_perturbation(self) -> SpeakerPerturbation:
+        return SpeakerPerturbation(
+            tuple(float(f) for f in self.speaker_perturb),
+            tuple(float(f) for f in self.speaker_perturb_mel_hz),  # type: ignore[arg-type]
         )
 
     def augment_config(self) -> AugmentConfig:

@@ -147,11 +147,17 @@ def _load_head(
         reason = "its training speakers differ from this corpus's"
     elif parent_head is None or MARGIN_HEADS.get(parent_head) is not type(head):
         reason = f"its head {parent_head!r} is another type"
+    elif _shapes(head_state) != _shapes(head.state_dict()):
+        reason = "its classes differ from this run's (another --speaker-perturb?)"
     if reason:
         LOG.warning("--init-from %s: the margin head starts fresh (%s)", path, reason)
         return False
     _load(path, "margin head", head, head_state)
     return True
+
+
+def _shapes(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in state.items()}
 
 
 def _load(path: str | Path, what: str, module: Any, state_dict: Mapping[str, Any]) -> None:

@@ -26,6 +26,7 @@ from e2espk.config import config_to_dict, save_config
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout, check_compatible, resolve_layout
 from e2espk.data.loader import CropDataset, SpeakerBatchSampler, training_loader
+from e2espk.data.speaker_perturb import virtual_speaker_offsets
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic, write_text_atomic
 from e2espk.losses.joint import JointLoss
@@ -308,15 +309,16 @@ def build_run(config: TrainConfig) -> Run:
     layout = resolve_layout(corpus, config.mode, config.feature_mode)
     model_config = config.model_config(layout)
     valid = validation_set(config, layout)
-    sampler = SpeakerBatchSampler(
-        corpus.speaker_offsets, config.batch_size, config.utts_per_speaker, config.seed
-    )
+    perturb = config.speaker_perturbation()
     dataset = CropDataset(
-        corpus, layout, config.crop_seconds(layout), config.cmvn, config.augment_config()
+        corpus, layout, config.crop_seconds(layout), config.cmvn, config.augment_config(), perturb
     )
+    offsets = virtual_speaker_offsets(corpus.speaker_offsets, perturb.copies)
+    sampler = SpeakerBatchSampler(offsets, config.batch_size, config.utts_per_speaker, config.seed)
     loader = training_loader(dataset, sampler, config.workers, device.type == "cuda")
     run_dir = prepare_run_dir(config)
-    model, verifier, loss = build_model_and_loss(config, model_config, len(corpus.speakers), device)
+    n_classes = len(corpus.speakers) * perturb.copies
+    model, verifier, loss = build_model_and_loss(config, model_config, n_classes, device)
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
     opt = build_optimization(config, model, loss, steps_per_epoch, device)
     return Run(config, corpus, layout, model_config, valid, sampler, loader, run_dir, opt, verifier)

@@ -1,0 +1,124 @@
+"""Speaker augmentation: every training speaker, speed-perturbed, becomes new speakers.
+
+Too few training speakers is what makes an embedding learn the training population instead of
+what separates voices. The field's answer (Kaldi/WeSpeaker recipes: speed perturbation with a
+new speaker label per factor; Yamamoto et al., Interspeech 2019) multiplies the speakers. We
+only have stored features, so we apply to them what a speed change by a factor ``a`` does:
+
+* the spectral envelope moves up by ``a`` (``f -> a f``): each log-mel band reads the band
+  energy at ``f / a``, interpolated linearly in mel between band centres. The centres are
+  those of Kaldi's filterbank (``--speaker-perturb-mel-hz``, 20 Hz to Nyquist by default);
+* time runs ``a`` times faster: a crop of ``a * T`` stored frames is resampled to ``T``.
+
+Each factor is a separate copy of every speaker, with its own class in the margin head and in
+pair mining (a copy is a *different* speaker from its source). PTM states and pitch cannot be
+warped in frequency here (PTM states are not spectra; pitch streams come in too many
+conventions, raw, normalised or Kaldi's three columns, to shift safely), so they are only
+stretched in time; MFCC is refused, since warping it would need the DCT undone.
+
+Virtual rows: copy ``c`` of corpus row ``r`` is row ``c * n_rows + r``, so the P x K batch
+sampler works unchanged over ``virtual_speaker_offsets`` and stays seeded and resumable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from e2espk.errors import ConfigError
+
+WARPABLE_STREAMS = frozenset({"mfbe"})  # log-mel: the envelope can be moved
+TIME_ONLY_STREAMS = frozenset({"pitch", "ptm"})  # stretched in time, values kept
+MIN_FACTOR, MAX_FACTOR = 0.7, 1.4
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerPerturbation:
+    """Speed factors (one speaker copy each) and the mel layout of the stored log-mel."""
+
+    factors: tuple[float, ...] = ()
+    mel_hz: tuple[float, float] = (20.0, 8000.0)  # lowest and highest filterbank edge, Hz
+
+    @property
+    def copies(self) -> int:
+        """Speaker copies including the original."""
+        return 1 + len(self.factors)
+
+    def factor(self, copy: int) -> float:
+        return 1.0 if copy == 0 else float(self.factors[copy - 1])
+
+    def validate(self, streams: Sequence[str]) -> SpeakerPerturbation:
+        """Reject factors out of a plausible speed range and streams that cannot be warped."""
+        for factor in self.factors:
+            if not MIN_FACTOR <= factor <= MAX_FACTOR or factor == 1.0:
+                raise ConfigError(
+                    f"--speaker-perturb factors must be in [{MIN_FACTOR}, {MAX_FACTOR}] and not 1, got {factor}"
+                )
+        if len(set(self.factors)) != len(self.factors):
+            raise ConfigError(f"--speaker-perturb factors repeat: {list(self.factors)}")
+        low, high = self.mel_hz
+        if not 0.0 <= low < high:
+            raise ConfigError(f"--speaker-perturb-mel-hz wants LOW HIGH with LOW < HIGH, got {low} {high}")
+        if self.factors:
+            unknown = [s for s in streams if s not in WARPABLE_STREAMS | TIME_ONLY_STREAMS]
+            if unknown:
+                raise ConfigError(
+                    f"--speaker-perturb warps log-mel (mfbe) and stretches pitch/PTM in time; it cannot warp {unknown}: "
+                    "use a feature mode with mfbe, or leave --speaker-perturb empty"
+                )
+        return self
+
+
+def virtual_speaker_offsets(offsets: np.ndarray, copies: int) -> np.ndarray:
+    """Speaker offsets over the virtual rows: ``copies`` blocks of the corpus, one per copy."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    n_rows = int(offsets[-1])
+    blocks = [offsets[:-1] + copy * n_rows for copy in range(copies)]
+    return np.concatenate([*blocks, [copies * n_rows]])
+
+
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """Kaldi's mel scale, 1127 ln(1 + f / 700)."""
+    return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    return 700.0 * np.expm1(np.asarray(mel, dtype=np.float64) / 1127.0)
+
+
+def mel_warp(n_bands: int, factor: float, mel_hz: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each band of the warped log-mel reads the original: (lower band, upper band, weight).
+
+    Band ``k`` is centred at the ``k + 1``-th of ``n_bands + 2`` points equally spaced in mel
+    between the edges; after the warp it holds the original envelope at ``centre / factor``,
+    clamped to the outermost bands.
+    """
+    low, high = hz_to_mel(mel_hz[0]), hz_to_mel(mel_hz[1])
+    step = (high - low) / (n_bands + 1)
+    centres_hz = mel_to_hz(low + step * np.arange(1, n_bands + 1))
+    source = (hz_to_mel(centres_hz / factor) - low) / step - 1.0  # fractional band index
+    source = np.clip(source, 0.0, n_bands - 1)
+    lower = np.floor(source).astype(np.int64)
+    upper = np.minimum(lower + 1, n_bands - 1)
+    return lower, upper, (source - lower).astype(np.float32)
+
+
+def warp_log_mel(frames: np.ndarray, factor: float, mel_hz: tuple[float, float]) -> np.ndarray:
+    """Log-mel ``(T, bands)`` with its envelope moved up by ``factor`` (interpolated in log)."""
+    lower, upper, weight = mel_warp(frames.shape[1], factor, mel_hz)
+    return frames[:, lower] * (1.0 - weight) + frames[:, upper] * weight
+
+
+def stretch_time(frames: np.ndarray, length: int) -> np.ndarray:
+    """``frames`` (time on axis 0) linearly resampled to ``length`` frames, dtype kept."""
+    if len(frames) == length:
+        return frames
+    position = np.linspace(0.0, len(frames) - 1.0, length)
+    lower = np.floor(position).astype(np.int64)
+    upper = np.minimum(lower + 1, len(frames) - 1)
+    shape = (length,) + (1,) * (frames.ndim - 1)
+    weight = (position - lower).reshape(shape).astype(np.float32)
+    out = frames[lower].astype(np.float32) * (1.0 - weight) + frames[upper].astype(np.float32) * weight
+    return out.astype(frames.dtype, copy=False)
