@@ -109,7 +109,9 @@ def test_bad_perturbations_are_refused(
     assert not (tmp_path / "run").exists()
 
 
-def test_training_with_copies_has_a_class_per_copy(tmp_path: Path, demo_hdf: dict[str, Path]) -> None:
+def test_training_with_copies_has_a_class_per_copy(
+    tmp_path: Path, demo_hdf: dict[str, Path]
+) -> None:
     config = TrainConfig(
         train_hdf_file=str(demo_hdf["train"]), valid_hdf_file=str(demo_hdf["valid"]),
         checkpoint_path=str(tmp_path / "run"), backbone="ecapa_tdnn_tiny", epochs=1,

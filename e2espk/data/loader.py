@@ -127,7 +127,9 @@ class CropDataset(Dataset):
             frames = augmentation.mix_log_mel(frames, noise, weight, self.columns[name])
         return frames
 
-    def _read(self, row: int, stream: str, start_s: float, span_s: float | None = None) -> np.ndarray:
+    def _read(
+        self, row: int, stream: str, start_s: float, span_s: float | None = None
+    ) -> np.ndarray:
         """``span_s`` stored seconds from ``start_s`` (default the crop), as a crop-length array."""
         spec = self.corpus.streams[stream]
         if not spec.time_axis:

@@ -60,7 +60,9 @@ class SpeakerPerturbation:
             raise ConfigError(f"--speaker-perturb factors repeat: {list(self.factors)}")
         low, high = self.mel_hz
         if not 0.0 <= low < high:
-            raise ConfigError(f"--speaker-perturb-mel-hz wants LOW HIGH with LOW < HIGH, got {low} {high}")
+            raise ConfigError(
+                f"--speaker-perturb-mel-hz wants LOW HIGH with LOW < HIGH, got {low} {high}"
+            )
         if self.factors:
             unknown = [s for s in streams if s not in WARPABLE_STREAMS | TIME_ONLY_STREAMS]
             if unknown:
@@ -88,7 +90,9 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     return 700.0 * np.expm1(np.asarray(mel, dtype=np.float64) / 1127.0)
 
 
-def mel_warp(n_bands: int, factor: float, mel_hz: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mel_warp(
+    n_bands: int, factor: float, mel_hz: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where each band of the warped log-mel reads the original: (lower band, upper band, weight).
 
     Band ``k`` is centred at the ``k + 1``-th of ``n_bands + 2`` points equally spaced in mel
@@ -120,5 +124,8 @@ def stretch_time(frames: np.ndarray, length: int) -> np.ndarray:
     upper = np.minimum(lower + 1, len(frames) - 1)
     shape = (length,) + (1,) * (frames.ndim - 1)
     weight = (position - lower).reshape(shape).astype(np.float32)
-    out = frames[lower].astype(np.float32) * (1.0 - weight) + frames[upper].astype(np.float32) * weight
+    out = (
+        frames[lower].astype(np.float32) * (1.0 - weight)
+        + frames[upper].astype(np.float32) * weight
+    )
     return out.astype(frames.dtype, copy=False)

@@ -100,7 +100,9 @@ class TrainConfig:
         "as new speakers, log-mel warped in frequency and time (e2espk/data/speaker_perturb.py)",
     )
     speaker_perturb_mel_hz: tuple[float, float] = option(
-        (20.0, 8000.0), metavar="HZ", help="lowest and highest filterbank edge of the stored log-mel"
+        (20.0, 8000.0),
+        metavar="HZ",
+        help="lowest and highest filterbank edge of the stored log-mel",
     )
     ptm_time_masks: int = option(
         0, help="time masks per crop over PTM frames, independent of the others (0: off)"
