@@ -92,9 +92,17 @@ EXPERIMENTS: dict[str, System] = {
     "x_handcrafted": _variant(
         TODAY_LEVERS, "--mode", "handcrafted", note="log-mel + pitch only, no PTM stream"
     ),
+    "x_hc_long": _variant(
+        TODAY_LEVERS, "--mode", "handcrafted", "--n-frames", "300",
+        note="x_handcrafted with 3 s training crops (2 s before)",
+    ),
+    "x_hc_reg": _variant(
+        TODAY_LEVERS, "--mode", "handcrafted", "--dropout-prob", "0.3", "--l2", "2e-4",
+        note="x_handcrafted with dropout 0.3 and weight decay 2e-4 (0.1, 1e-5 before)",
+    ),
     "x_perturb": _variant(
-        TODAY_LEVERS, "--speaker-perturb", "0.9", "1.1", "--epochs", "8",
-        note="speaker augmentation: 0.9/1.1 speed copies of every speaker as new speakers "
+        TODAY_LEVERS, "--mode", "handcrafted", "--speaker-perturb", "0.9", "1.1", "--epochs", "8",
+        note="x_handcrafted + speaker augmentation: 0.9/1.1 speed copies of every speaker as new speakers "
         "(3x the speakers and the epoch; 8 epochs = 24 plain ones)",
     ),
 }  # fmt: skip
