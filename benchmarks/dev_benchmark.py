@@ -380,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         run([sys.executable, "benchmarks/devbench/build.py", "--out", str(args.data)], work / "logs" / "build.log")
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
-    systems = dict(SYSTEMS)
-    if args.ablations:
-        systems.update(ABLATIONS)
+    systems = {**SYSTEMS, **ABLATIONS}
+    unknown = [n for n in args.systems if n not in systems and n not in ("classical", "peer")]
+    if unknown:
+        parser.error(f"unknown systems {unknown}; known: classical, peer, {', '.join(systems)}")
     for name in args.systems + (list(ABLATIONS) if args.ablations else []):
         began = time.perf_counter()
         for seed in args.seeds if name != "classical" else [0]:
@@ -413,7 +414,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # The default recipe with one lever switched off each (flags as train.py takes them).
-ABLATIONS: dict[str, System] = {}
+ABLATIONS: dict[str, System] = {
+    "no_masks": _variant(
+        DEFAULT, "--spec-time-masks", "0", "--spec-freq-masks", "0", "--ptm-time-masks", "0",
+        note="without SpecAugment time/frequency masks",
+    ),
+    "no_mix": _variant(DEFAULT, "--spec-mix-prob", "0", note="without log-mel mixing"),
+    "no_margin_warmup": _variant(
+        DEFAULT, "--margin-hold-epochs", "0", "--margin-warmup-epochs", "0",
+        note="full margin from the first step",
+    ),
+    "no_averaging": _variant(
+        DEFAULT, "--average-last", "0", "--final-checkpoint", "last",
+        note="the last epoch's weights instead of the average of the last ones",
+    ),
+    "no_speaker_perturb": _variant(
+        DEFAULT, "--speaker-perturb", note="without speed-perturbed speaker copies"
+    ),
+    "no_pair_loss": _variant(
+        DEFAULT, "--pair-weight", "0", "--select-metric", "cosine/eer",
+        note="AAM only: no learned distance, no pair loss on the embeddings",
+    ),
+}  # fmt: skip
 
 
 if __name__ == "__main__":
