@@ -64,7 +64,7 @@ def remove_stale_partials(final: str | os.PathLike[str]) -> list[Path]:
     final = Path(final)
     pattern = re.compile(rf"^\.{re.escape(final.name)}\.[a-z0-9_]+\.(\d+)@(.+)\.partial$")
     legacy = re.compile(rf"^\.{re.escape(final.name)}\.[a-z0-9_]{{8}}\.partial$")
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = [p for p in final.parent.iterdir() if p.name.endswith(".partial")]
     except OSError:

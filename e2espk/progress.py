@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 LOG = logging.getLogger("e2espk.progress")
 LINE_SECONDS = 10.0  # fewest seconds between two logged progress lines
-LINE_FORMAT = "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+LINE_FORMAT = (
+    "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+)
 LINE_FORMAT_NO_TOTAL = "{desc}: {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
 
 

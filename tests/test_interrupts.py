@@ -50,7 +50,9 @@ def start(*args: str) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-def wait_until(ready: Callable[[], bool], process: subprocess.Popen[str], limit: float = 60) -> None:
+def wait_until(
+    ready: Callable[[], bool], process: subprocess.Popen[str], limit: float = 60
+) -> None:
     deadline = time.monotonic() + limit
     while not ready():
         if process.poll() is not None:

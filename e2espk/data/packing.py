@@ -378,7 +378,9 @@ def pack_corpus(config: PackConfig) -> PackReport:
         streams={s.name: s.to_json() for s in specs},
     )
     with made_dir(out_dir):
-        write_parts(config, names, specs, ordered, first, reader, checker, speakers, assignment, report)
+        write_parts(
+            config, names, specs, ordered, first, reader, checker, speakers, assignment, report
+        )
         write_json_atomic(out_dir / f"{config.out_name}.report.json", dataclasses.asdict(report))
     return report
 

@@ -333,10 +333,8 @@ def _evaluate(
             plots["det"] = str(plot_det(pairs, out / "det.png", p_target=config.p_targets[0]))
             plots["histograms"] = str(plot_score_histograms(pairs, out / "score_histograms.png"))
     report = EvalReport(metrics, files, plots, len(trials), skipped, str(out))
-    for name, values in metrics.items():
-        LOG.info(
-            "%s: %s", name, ", ".join(f"{k}={format_metric(k, v)}" for k, v in values.items())
-        )
+    for name, row in metrics.items():
+        LOG.info("%s: %s", name, ", ".join(f"{k}={format_metric(k, v)}" for k, v in row.items()))
     write_json_atomic(
         out / "results.json",
         dataclasses.asdict(report)

@@ -103,9 +103,9 @@ class SearchSetup:
 def check_optimizer_name(name: str) -> None:
     """Refuse an optimizer nevergrad does not have, naming similar ones."""
     if name not in ng.optimizers.registry:
-        close = sorted(
-            n for n in ng.optimizers.registry if n.lower().startswith(name[:3].lower())
-        )[:10]
+        close = sorted(n for n in ng.optimizers.registry if n.lower().startswith(name[:3].lower()))[
+            :10
+        ]
         raise ConfigError(
             f"unknown nevergrad optimizer {name!r}; e.g. NGOpt, TwoPointsDE, RandomSearch, OnePlusOne, CMA{'; similar: ' + ', '.join(close) if close else ''}"
         )

@@ -66,7 +66,9 @@ def log_run_header(
         "resolved config (also in config.yaml):\n%s",
         yaml.safe_dump(config_to_dict(config), sort_keys=False).rstrip(),
     )
-    LOG.info("units: EER in %% in this log; history.json and TensorBoard store it as a fraction")
+    LOG.info(
+        "units: EER in %s in this log; history.json and TensorBoard store it as a fraction", "%"
+    )
     if start_epoch:
         LOG.info("continuing at epoch %d of %d", start_epoch, config.epochs)
 

@@ -1,6 +1,6 @@
 """train(config): build everything from a TrainConfig, run the epochs, keep checkpoints.
 
-The experiment directory holds ``config.yaml``, ``model_summary.txt``, ``history.json`` (one
+The experiment directory holds ``config.yaml``, ``train.log``, ``model_summary.txt``, ``history.json`` (one
 entry per epoch), ``results.json``, ``last.pt``/``best.pt`` (and ``epoch_NNN.pt`` with
 --save-every), the last --average-last epochs' weights in ``recent/`` averaged into
 ``averaged.pt``, ``final.pt`` (the --final-checkpoint) and TensorBoard events in ``tb/``. A run killed at any point resumes with
@@ -47,7 +47,7 @@ from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
 from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
 from e2espk.training.runlog import epoch_line, log_run_header
-from e2espk.training.runtime import (  # noqa: F401 - resolve_device is public here too
+from e2espk.training.runtime import (
     resolve_amp,
     resolve_device,
     seed_everything,
