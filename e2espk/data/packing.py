@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from e2espk import interrupts
 from e2espk.config import config_to_dict, option
 from e2espk.data import validation
-from e2espk.data.corpus import COMPRESSIONS, HANDCRAFTED_KIND, PTM_KIND, CorpusWriter, StreamSpec
+from e2espk.data.corpus import COMPRESSIONS, HANDCRAFTED_KIND, PTM_KIND, StreamSpec
+from e2espk.data.part_writer import write_parts
 from e2espk.data.sources import (
     FeatureSource,
     open_source,
@@ -29,7 +29,6 @@ from e2espk.data.sources import (
 from e2espk.data.splits import SPLITTERS, filter_min_recordings
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import made_dir, write_json_atomic
-from e2espk.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
 UNKNOWN_SPEAKER = "unknown"
@@ -383,53 +382,3 @@ def pack_corpus(config: PackConfig) -> PackReport:
         )
         write_json_atomic(out_dir / f"{config.out_name}.report.json", dataclasses.asdict(report))
     return report
-
-
-def write_parts(
-    config: PackConfig, names: dict[str, Path], specs: list[StreamSpec], ordered: list[str],
-    first: Mapping[str, np.ndarray], reader: validation.UtteranceReader,
-    checker: validation.UtteranceChecker, speakers: dict[str, str], assignment: dict[str, str],
-    report: PackReport,
-) -> None:  # fmt: skip
-    """Stream every utterance into its part's file; on any error or stop, no file is kept.
-
-    The loop is a deferred region (``interrupts``): a signal stops it between utterances, so
-    it never lands inside h5py, where it would be swallowed.
-    """
-    writers: dict[str, CorpusWriter] = {}
-    try:
-        bar = progress_bar(ordered, enabled=config.progress, desc="packing", unit="utt")
-        with interrupts.deferred(), bar:
-            for part, path in names.items():
-                writers[part] = CorpusWriter(
-                    path,
-                    specs,
-                    compression=config.compression,
-                    compression_level=config.compression_level,
-                    overwrite=config.overwrite,
-                )
-            for utterance in interrupts.checked(bar):
-                arrays = first if utterance == ordered[0] else reader.load(utterance)
-                problem = checker.problem(arrays)
-                if problem:
-                    if not config.skip_bad:
-                        raise InputDataError(
-                            reader.where(utterance, problem.stream),
-                            f"utterance {utterance!r}: {problem.message}. Pass --skip-bad to skip such utterances",
-                        )
-                    report.skipped_bad[utterance] = f"{problem.stream}: {problem.message}"
-                    continue
-                writers[assignment[utterance]].add(speakers[utterance], utterance, arrays)
-        for part, writer in writers.items():
-            report.utterances[part] = writer.n_utterances
-            report.speakers[part] = writer.n_speakers
-            if not writer.n_utterances:
-                raise InputDataError(
-                    names[part], "no utterance left to write after skipping bad ones"
-                )
-        for writer in writers.values():
-            writer.close()
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
