@@ -262,7 +262,7 @@ def test_cli_config_file_and_flags(
     assert saved["epochs"] == 1 and saved["backbone"] == "tdnn_tiny", (
         "flags override the file, the file overrides defaults"
     )
-    assert (tmp_path / "run" / "train.log").read_text().count("epoch 0:") == 1
+    assert (tmp_path / "run" / "train.log").read_text().count("epoch 0/1:") == 1
 
 
 def test_bad_configurations_fail_before_training(demo_hdf: dict[str, Path], tmp_path: Path) -> None:

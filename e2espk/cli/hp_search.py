@@ -15,7 +15,7 @@ from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import build_parser, config_to_dict, option, parse_explicit, save_config
 from e2espk.errors import ConfigError
 from e2espk.search import report
-from e2espk.search.driver import SearchSetup, run_search
+from e2espk.search.driver import SearchSetup, check_optimizer_name, run_search
 from e2espk.search.executors import ClusterOptions, InlineExecutor, submitit_executor
 from e2espk.search.space import build_space
 from e2espk.training.config import METRICS, TrainConfig
@@ -137,6 +137,8 @@ def setup_search(
     poll: float,
 ) -> SearchSetup:
     search_dir = Path(options.search_dir)
+    space = build_space(explicit, options.space_file, options.search_params or None)
+    check_optimizer_name(options.search_optimizer)  # both before the directory is made
     search_dir.mkdir(parents=True, exist_ok=True)
     save_config(options, search_dir / "search_options.yaml")
     base = config_to_dict(train_config)
@@ -146,7 +148,7 @@ def setup_search(
         )  # recorded, so best_config.yaml reproduces the trial
     return SearchSetup(
         search_dir=search_dir,
-        space=build_space(explicit, options.space_file, options.search_params or None),
+        space=space,
         base_config=base,
         objective=options.objective,
         optimizer_name=options.search_optimizer,

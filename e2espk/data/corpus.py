@@ -165,7 +165,11 @@ class CorpusWriter:
                 self._filters["compression_opts"] = compression_level
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
-        self._file = h5py.File(self._tmp, "w")
+        try:
+            self._file = h5py.File(self._tmp, "w")
+        except BaseException as error:  # the temp file goes now, not when garbage-collected
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
         self._rows: dict[str, dict[str, list[int]]] = {}  # speaker -> utterance -> frames
 
     def add(self, speaker: str, utterance: str, features: Mapping[str, np.ndarray]) -> None:

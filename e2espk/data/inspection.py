@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from e2espk import interrupts
 from e2espk.data.corpus import SPEAKERS_GROUP, Corpus, escape_id
+from e2espk.progress import progress_bar
 
 
 def _distribution(values: np.ndarray) -> dict[str, float]:
@@ -53,9 +54,19 @@ def check_integrity(corpus: Corpus, check_values: bool = True, progress: bool = 
     """
     problems: list[str] = []
     handle = corpus.handle
-    for row, speaker, utterance in tqdm(
-        corpus.iter_rows(), total=len(corpus), desc="checking", disable=not progress
-    ):
+    rows = progress_bar(corpus.iter_rows(), enabled=progress, total=len(corpus), desc="checking")
+    with interrupts.deferred(), rows:  # stops between utterances, never inside h5py
+        problems += _check_rows(corpus, interrupts.checked(rows), check_values)
+    indexed = {escape_id(str(s)) for s in corpus.speakers.tolist()}
+    stored = set(handle[SPEAKERS_GROUP].keys()) if SPEAKERS_GROUP in handle else set()
+    for extra in sorted(stored - indexed):
+        problems.append(f"speaker group {extra!r} is not in the index")
+    return problems
+
+
+def _check_rows(corpus: Corpus, rows: Any, check_values: bool) -> list[str]:
+    problems: list[str] = []
+    for row, speaker, utterance in rows:
         for name, spec in corpus.streams.items():
             where = f"speaker {speaker!r} utterance {utterance!r} stream {name!r}"
             try:
@@ -76,8 +87,4 @@ def check_integrity(corpus: Corpus, check_values: bool = True, progress: bool = 
                     continue
                 if not np.isfinite(values).all():
                     problems.append(f"{where}: NaN/Inf values")
-    indexed = {escape_id(str(s)) for s in corpus.speakers.tolist()}
-    stored = set(handle[SPEAKERS_GROUP].keys()) if SPEAKERS_GROUP in handle else set()
-    for extra in sorted(stored - indexed):
-        problems.append(f"speaker group {extra!r} is not in the index")
     return problems

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from e2espk.config import config_to_dict, option
 from e2espk.data import validation
-from e2espk.data.corpus import COMPRESSIONS, HANDCRAFTED_KIND, PTM_KIND, CorpusWriter, StreamSpec
+from e2espk.data.corpus import COMPRESSIONS, HANDCRAFTED_KIND, PTM_KIND, StreamSpec
+from e2espk.data.part_writer import write_parts
 from e2espk.data.sources import (
     FeatureSource,
     open_source,
@@ -28,7 +28,7 @@ from e2espk.data.sources import (
 )
 from e2espk.data.splits import SPLITTERS, filter_min_recordings
 from e2espk.errors import ConfigError, InputDataError, preview
-from e2espk.fileio import write_json_atomic
+from e2espk.fileio import made_dir, write_json_atomic
 
 LOG = logging.getLogger(__name__)
 UNKNOWN_SPEAKER = "unknown"
@@ -368,16 +368,6 @@ def pack_corpus(config: PackConfig) -> PackReport:
     first = reader.load(ordered[0])
     specs = stream_specs(config, first, layers)
     checker = validation.UtteranceChecker(specs, config.duration_tolerance)
-    writers = {
-        part: CorpusWriter(
-            path,
-            specs,
-            compression=config.compression,
-            compression_level=config.compression_level,
-            overwrite=config.overwrite,
-        )
-        for part, path in names.items()
-    }
     report = PackReport(
         outputs={p: str(n) for p, n in names.items()},
         utterances={},
@@ -386,29 +376,9 @@ def pack_corpus(config: PackConfig) -> PackReport:
         dropped_min_recordings=n_dropped,
         streams={s.name: s.to_json() for s in specs},
     )
-    try:
-        for utterance in tqdm(ordered, desc="packing", unit="utt", disable=not config.progress):
-            arrays = first if utterance == ordered[0] else reader.load(utterance)
-            problem = checker.problem(arrays)
-            if problem:
-                if not config.skip_bad:
-                    raise InputDataError(
-                        reader.where(utterance, problem.stream),
-                        f"utterance {utterance!r}: {problem.message}. Pass --skip-bad to skip such utterances",
-                    )
-                report.skipped_bad[utterance] = f"{problem.stream}: {problem.message}"
-                continue
-            writers[assignment[utterance]].add(speakers[utterance], utterance, arrays)
-    except BaseException:
-        for writer in writers.values():
-            writer.abort()
-        raise
-    for part, writer in writers.items():
-        report.utterances[part] = writer.n_utterances
-        report.speakers[part] = writer.n_speakers
-        if not writer.n_utterances:
-            writer.abort()
-            raise InputDataError(names[part], "no utterance left to write after skipping bad ones")
-        writer.close()
-    write_json_atomic(out_dir / f"{config.out_name}.report.json", dataclasses.asdict(report))
+    with made_dir(out_dir):
+        write_parts(
+            config, names, specs, ordered, first, reader, checker, speakers, assignment, report
+        )
+        write_json_atomic(out_dir / f"{config.out_name}.report.json", dataclasses.asdict(report))
     return report

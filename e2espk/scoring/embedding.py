@@ -14,10 +14,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from e2espk import interrupts
 from e2espk.data import transforms
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.loader import utterance_seconds
+from e2espk.progress import progress_bar
 from e2espk.scoring.embedding_cache import EmbeddingCache
 
 LOG = logging.getLogger(__name__)
@@ -82,13 +84,26 @@ def extract_embeddings(
 
     With a ``cache``, rows already in it are read back, and the others are embedded
     ``segment_size`` utterances at a time, each segment stored before the next starts: an
-    interrupted run loses at most one segment.
+    interrupted run loses at most one segment. A stop signal (``interrupts``) stops it between
+    utterances, never inside h5py; the segment being embedded is then not stored.
     """
     if len(rows) == 0:
         raise ValueError("no utterances to embed")
     model.eval()
+    with interrupts.deferred():
+        return _extract(
+            model, corpus, layout, rows, window_seconds, batch_size, device, cmvn, progress, cache,
+            segment_size,
+        )  # fmt: skip
+
+
+def _extract(
+    model: torch.nn.Module, corpus: Corpus, layout: InputLayout, rows: Sequence[int],
+    window_seconds: float, batch_size: int, device: torch.device | str, cmvn: str,
+    progress: bool, cache: EmbeddingCache | None, segment_size: int,
+) -> np.ndarray:  # fmt: skip
     if cache is None:
-        with tqdm(total=len(rows), desc="embedding", unit="utt", disable=not progress) as bar:
+        with progress_bar(total=len(rows), enabled=progress, desc="embedding", unit="utt") as bar:
             return _embed_rows(
                 model, corpus, layout, rows, window_seconds, batch_size, device, cmvn, bar
             )
@@ -102,12 +117,12 @@ def extract_embeddings(
             unique.size,
             cache.path,
         )
-    with tqdm(
+    with progress_bar(
         total=unique.size,
         initial=unique.size - todo.size,
         desc="embedding",
         unit="utt",
-        disable=not progress,
+        enabled=progress,
     ) as bar:
         for start in range(0, todo.size, segment_size):
             segment = todo[start : start + segment_size]
@@ -150,6 +165,7 @@ def _embed_rows(
         pending.clear()
 
     for position, row in enumerate(rows):
+        interrupts.check()
         for window in _utterance_windows(
             corpus, layout, int(row), window_seconds, window_seconds, cmvn
         ):

@@ -12,17 +12,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from e2espk import __version__
 from e2espk.config import option
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import check_compatible
 from e2espk.data.packing import PackConfig, input_signature, pack_corpus
 from e2espk.errors import ConfigError, InputDataError, preview
-from e2espk.fileio import atomic_path, write_json_atomic
+from e2espk.fileio import atomic_path, made_dir, write_json_atomic
+from e2espk.logfile import format_metric, log_to_file
 from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS
 from e2espk.scoring.calibration import LogisticCalibration
 from e2espk.scoring.metrics import summarize
@@ -217,19 +221,65 @@ def write_scores(path: Path, trials: Trials, scores: np.ndarray) -> Path:
     return path
 
 
+def check_input_files(config: EvalConfig) -> None:
+    """Every named input exists, before anything is written."""
+    named = {
+        "--cp-path": config.cp_path, "--test-hdf-file": config.test_hdf_file,
+        "--trials-path": config.trials_path, "--cohort-hdf-file": config.cohort_hdf_file,
+        "--backend-hdf-file": config.backend_hdf_file,
+        "--calibration-trials": config.calibration_trials,
+    }  # fmt: skip
+    for flag, path in named.items():
+        if path and not Path(path).is_file():
+            raise InputDataError(path, f"{flag}: file not found")
+
+
+def evaluation_inputs(config: EvalConfig, corpus: Corpus) -> dict[str, str | None]:
+    """The files a result came from, as absolute paths, for results.json and eval.log."""
+
+    def absolute(path: str | os.PathLike[str] | None) -> str | None:
+        return str(Path(path).resolve()) if path else None
+
+    return {
+        "checkpoint": absolute(config.cp_path),
+        "test_file": absolute(corpus.path),
+        "test_data": " ".join(config.test_data) or None,
+        "trials": absolute(config.trials_path),  # None: built from the test file's speakers
+        "cohort_file": absolute(config.cohort_hdf_file),
+        "backend_file": absolute(config.backend_hdf_file),
+        "calibration_trials": absolute(config.calibration_trials),
+    }
+
+
 def run_evaluation(config: EvalConfig) -> EvalReport:
-    """Score the trials and write score files, results.json and plots under ``out_path``."""
+    """Score the trials and write score files, results.json, eval.log and plots under
+    ``out_path``. Inputs are checked before the directory is created."""
     from e2espk.training.trainer import resolve_device
 
     if not config.cp_path:
         raise ConfigError("--cp-path is required")
     if config.backends and not config.backend_hdf_file:
         raise ConfigError("--backends needs --backend-hdf-file (the corpus that fits them)")
+    if not config.test_hdf_file and not config.test_data:
+        raise ConfigError("give --test-hdf-file or --test-data")
+    check_input_files(config)
     device = resolve_device(config.device)
     out = Path(config.out_path)
-    out.mkdir(parents=True, exist_ok=True)
     system = load_embedding_system(config.cp_path, device)
-    corpus = test_corpus(config, out)
+    resolved = None
+    if config.test_hdf_file:  # else packed into OUT first
+        resolved = _resolve_inputs(config, Corpus(config.test_hdf_file), system)
+    with made_dir(out), log_to_file(out / "eval.log"):
+        LOG.info("e2espk %s: eval.py %s", __version__, " ".join(sys.argv[1:]))
+        LOG.info("checkpoint %s (epoch %s), device %s", config.cp_path, system.epoch, device)
+        if resolved is None:
+            resolved = _resolve_inputs(config, test_corpus(config, out), system)
+        return _evaluate(config, system, device, out, *resolved)
+
+
+def _resolve_inputs(
+    config: EvalConfig, corpus: Corpus, system: Any
+) -> tuple[Corpus, Trials, Trials, int, list[Trials]]:
     check_compatible(system.layout, corpus)
     trials, given, skipped = resolve_trials(config, corpus, config.trials_path)
     trial_sets = [trials]
@@ -238,6 +288,19 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
         if calibration.labels is None:
             raise InputDataError(config.calibration_trials, "calibration trials need labels")
         trial_sets.append(calibration)
+    return corpus, trials, given, skipped, trial_sets
+
+
+def _evaluate(
+    config: EvalConfig, system: Any, device: Any, out: Path, corpus: Corpus, trials: Trials,
+    given: Trials, skipped: int, trial_sets: list[Trials],
+) -> EvalReport:  # fmt: skip
+    inputs = evaluation_inputs(config, corpus)
+    LOG.info(
+        "test %s (%d speakers, %d utterances); trials %s (%d, %d skipped); cohort %s; back-end %s",
+        inputs["test_file"], len(corpus.speakers), len(corpus), inputs["trials"] or "built",
+        len(trials), skipped, inputs["cohort_file"], inputs["backend_file"],
+    )  # fmt: skip
     all_scores = score_trials(config, system, corpus, trial_sets, device)
     scores = all_scores[0]
     files = {
@@ -270,9 +333,11 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
             plots["det"] = str(plot_det(pairs, out / "det.png", p_target=config.p_targets[0]))
             plots["histograms"] = str(plot_score_histograms(pairs, out / "score_histograms.png"))
     report = EvalReport(metrics, files, plots, len(trials), skipped, str(out))
+    for name, row in metrics.items():
+        LOG.info("%s: %s", name, ", ".join(f"{k}={format_metric(k, v)}" for k, v in row.items()))
     write_json_atomic(
         out / "results.json",
         dataclasses.asdict(report)
-        | {"checkpoint": config.cp_path, "checkpoint_epoch": system.epoch},
+        | {"checkpoint": config.cp_path, "checkpoint_epoch": system.epoch, "inputs": inputs},
     )
     return report

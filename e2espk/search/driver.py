@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import nevergrad as ng
-from tqdm import tqdm
 
+from e2espk import interrupts
 from e2espk.errors import ConfigError
 from e2espk.fileio import write_json_atomic
+from e2espk.progress import progress_bar
 from e2espk.search import report
 from e2espk.search.executors import reattach
 from e2espk.search.objective import TrialOutcome, TrialRunner
@@ -99,16 +100,19 @@ class SearchSetup:
     seed: int = 0
 
 
-def make_optimizer(setup: SearchSetup) -> Any:
-    if setup.optimizer_name not in ng.optimizers.registry:
-        close = sorted(
-            n
-            for n in ng.optimizers.registry
-            if n.lower().startswith(setup.optimizer_name[:3].lower())
-        )[:10]
+def check_optimizer_name(name: str) -> None:
+    """Refuse an optimizer nevergrad does not have, naming similar ones."""
+    if name not in ng.optimizers.registry:
+        close = sorted(n for n in ng.optimizers.registry if n.lower().startswith(name[:3].lower()))[
+            :10
+        ]
         raise ConfigError(
-            f"unknown nevergrad optimizer {setup.optimizer_name!r}; e.g. NGOpt, TwoPointsDE, RandomSearch, OnePlusOne, CMA{'; similar: ' + ', '.join(close) if close else ''}"
+            f"unknown nevergrad optimizer {name!r}; e.g. NGOpt, TwoPointsDE, RandomSearch, OnePlusOne, CMA{'; similar: ' + ', '.join(close) if close else ''}"
         )
+
+
+def make_optimizer(setup: SearchSetup) -> Any:
+    check_optimizer_name(setup.optimizer_name)
     setup.space.random_state.seed(setup.seed)
     optimizer = ng.optimizers.registry[setup.optimizer_name](
         parametrization=setup.space, budget=setup.budget, num_workers=setup.workers
@@ -293,15 +297,16 @@ def run_search(
             pending.job_id = str(job.job_id)
         jobs[trial] = job
     state.save(setup.search_dir / STATE_FILE)
-    bar = tqdm(
+    bar = progress_bar(
         total=setup.budget,
         initial=len(state.records),
         desc="search",
         unit="trial",
-        disable=not setup.progress,
+        enabled=setup.progress,
     )
     try:
         while len(state.records) < setup.budget:
+            interrupts.check()  # stopped: the state on disk lets a rerun follow running jobs
             while (
                 len(state.pending) < setup.workers
                 and len(state.records) + len(state.pending) < setup.budget
@@ -329,6 +334,13 @@ def run_search(
                 )
             if not finished:
                 time.sleep(setup.poll_seconds)
+    except interrupts.Interrupted as stop:
+        LOG.warning(
+            "search %s with %d of %d trials done; rerun the same command to continue "
+            "(trial jobs already submitted keep running and are followed)",
+            stop, len(state.records), setup.budget,
+        )  # fmt: skip
+        raise
     finally:
         bar.close()
         stop_optimizer_threads(threads_before)

@@ -16,6 +16,7 @@ from typing import Any
 import submitit
 from submitit.local.local import LocalJob
 
+from e2espk import interrupts
 from e2espk.errors import ConfigError
 
 
@@ -47,9 +48,9 @@ class InlineExecutor:
         job_id = f"inline-{os.getpid()}-{self._count}"
         try:
             return InlineJob(job_id, value=fn(*args, **kwargs))
-        except KeyboardInterrupt:
-            raise
         except Exception as error:  # a failing trial must not stop the search
+            if interrupts.requested():  # ... but one that failed because we are stopping does
+                raise
             error.add_note("".join(traceback.format_exception(error)[-8:]))
             return InlineJob(job_id, error=error)
 

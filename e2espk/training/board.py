@@ -12,8 +12,10 @@ from torch.utils.tensorboard import SummaryWriter
 class TrainingBoard:
     """Thin wrapper over SummaryWriter with the tags e2espk writes."""
 
-    def __init__(self, logdir: str | Path) -> None:
-        self.writer = SummaryWriter(log_dir=str(logdir))
+    def __init__(self, logdir: str | Path, purge_step: int | None = None) -> None:
+        """``purge_step``: a resumed run's first step; events from there on that the
+        interrupted run wrote are hidden, so no step appears twice."""
+        self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
 
     def log_step(self, step: int, stats: dict[str, float], lr: float, grad_norm: float) -> None:
         for key, value in stats.items():

@@ -10,11 +10,12 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from e2espk import interrupts
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout
 from e2espk.losses.joint import JointLoss
+from e2espk.progress import progress_bar
 from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.score_fusion import LogisticFusion
@@ -70,14 +71,31 @@ def train_one_epoch(
     progress: bool = False,
     epoch: int = 0,
 ) -> dict[str, float]:
-    """Run one epoch; returns the mean of each training statistic."""
+    """Run one epoch; returns the mean of each training statistic.
+
+    A stop signal (``interrupts``) ends it between steps; the epoch is then lost and a
+    ``--resume`` repeats it from the last checkpoint, exactly.
+    """
+    with interrupts.deferred():
+        return _train_steps(opt, loader, board, generator, max_steps, progress, epoch)
+
+
+def _train_steps(
+    opt: Optimization,
+    loader: Iterable[dict[str, torch.Tensor]],
+    board: TrainingBoard | None,
+    generator: torch.Generator,
+    max_steps: int,
+    progress: bool,
+    epoch: int,
+) -> dict[str, float]:
     opt.model.train()
     opt.loss.train()
     params = [p for group in opt.optimizer.param_groups for p in group["params"]]
     totals: dict[str, float] = defaultdict(float)
     steps = 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
-    for batch in bar:
+    bar = progress_bar(loader, enabled=progress, desc=f"epoch {epoch}", unit="batch", leave=False)
+    for batch in interrupts.checked(bar):
         lr = opt.schedule.apply(opt.step)
         margin = apply_margin(opt)
         inputs = to_device(batch, opt.device)
@@ -115,6 +133,7 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{stats['loss']:.3f}")
         if max_steps and steps >= max_steps:
             break
+    bar.close()
     return {key: value / max(steps, 1) for key, value in totals.items()} | {
         "steps": steps,
         "lr": opt.schedule.lr_at(max(opt.step - 1, 0)),

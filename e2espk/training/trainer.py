@@ -1,6 +1,6 @@
 """train(config): build everything from a TrainConfig, run the epochs, keep checkpoints.
 
-The experiment directory holds ``config.yaml``, ``model_summary.txt``, ``history.json`` (one
+The experiment directory holds ``config.yaml``, ``train.log``, ``model_summary.txt``, ``history.json`` (one
 entry per epoch), ``results.json``, ``last.pt``/``best.pt`` (and ``epoch_NNN.pt`` with
 --save-every), the last --average-last epochs' weights in ``recent/`` averaged into
 ``averaged.pt``, ``final.pt`` (the --final-checkpoint) and TensorBoard events in ``tb/``. A run killed at any point resumes with
@@ -10,18 +10,16 @@ was never interrupted (fixed seed, CPU).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 
+from e2espk import interrupts
 from e2espk.config import config_to_dict, save_config
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout, check_compatible, resolve_layout
@@ -29,6 +27,7 @@ from e2espk.data.loader import CropDataset, SpeakerBatchSampler, training_loader
 from e2espk.data.speaker_perturb import virtual_speaker_offsets
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic, write_text_atomic
+from e2espk.logfile import log_to_file
 from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
@@ -48,6 +47,13 @@ from e2espk.training.config import TrainConfig
 from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
 from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
+from e2espk.training.runlog import epoch_line, log_run_header
+from e2espk.training.runtime import (
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+    torch_threads,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -63,44 +69,6 @@ class TrainResult:
     best_metric: float | None
     best_epoch: int | None
     exported: dict[str, Any] = dataclasses.field(default_factory=dict)  # averaged.pt, final.pt
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-        if device.index is None:  # plain "cuda": the current device, made explicit
-            device = torch.device("cuda", torch.cuda.current_device())
-        if device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)"
-            )
-        # the run's GPU becomes the current one, so pin-memory threads, the CUDA RNG saved in
-        # checkpoints and capability checks all refer to it
-        torch.cuda.set_device(device)
-    return device
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed-precision dtype: bf16 on CUDA when supported ('auto'), never on CPU."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if device.type != "cuda":
-        raise ConfigError(f"--amp {amp} needs a CUDA device; use --amp off (or auto) on {device}")
-    if amp == "fp16":
-        return torch.float16
-    if amp == "auto" and torch.cuda.get_device_capability(device)[0] < 8:
-        return torch.float16  # bf16 is only emulated (slow) before Ampere
-    return torch.bfloat16
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def validation_set(config: TrainConfig, layout: InputLayout) -> ValidationSet | None:
@@ -141,13 +109,16 @@ def validation_set(config: TrainConfig, layout: InputLayout) -> ValidationSet | 
     )
 
 
-def prepare_run_dir(config: TrainConfig) -> Path:
+def check_run_dir(config: TrainConfig) -> Path:
+    """The run directory, refused if it holds another run; created only once the inputs
+    have been read and the model built, so a failing start leaves no empty directory."""
     run_dir = Path(config.checkpoint_path)
     if (run_dir / "last.pt").exists() and not config.resume:
         raise ConfigError(
             f"{run_dir} already holds a run (last.pt); pass --resume to continue it or choose another --checkpoint-path"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--checkpoint-path {run_dir} is a file, not a directory")
     return run_dir
 
 
@@ -188,18 +159,6 @@ def model_summary(model: torch.nn.Module, loss: torch.nn.Module) -> str:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
     return f"{model}\n\nembedding model parameters: {count(model):,}\ntraining-only parameters (head, verifier): {count(loss):,}\n"
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` CPU threads, then restore the caller's setting."""
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -302,6 +261,7 @@ def build_model_and_loss(
 
 def build_run(config: TrainConfig) -> Run:
     """Data, model, losses and optimizer, built in a fixed order (the RNG streams depend on it)."""
+    run_dir = check_run_dir(config)
     device = resolve_device(config.device)
     resolve_amp(config.amp, device)  # reject bad --amp before reading any data
     seed_everything(config.seed)
@@ -316,11 +276,11 @@ def build_run(config: TrainConfig) -> Run:
     offsets = virtual_speaker_offsets(corpus.speaker_offsets, perturb.copies)
     sampler = SpeakerBatchSampler(offsets, config.batch_size, config.utts_per_speaker, config.seed)
     loader = training_loader(dataset, sampler, config.workers, device.type == "cuda")
-    run_dir = prepare_run_dir(config)
     n_classes = len(corpus.speakers) * perturb.copies
     model, verifier, loss = build_model_and_loss(config, model_config, n_classes, device)
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
     opt = build_optimization(config, model, loss, steps_per_epoch, device)
+    run_dir.mkdir(parents=True, exist_ok=True)
     return Run(config, corpus, layout, model_config, valid, sampler, loader, run_dir, opt, verifier)
 
 
@@ -399,10 +359,13 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
     stats = train_one_epoch(
         opt, run.loader, board, generator, config.max_steps_per_epoch, config.progress, epoch
     )
+    train_seconds = time.perf_counter() - started
     entry: dict[str, Any] = {
         "epoch": epoch,
         "step": opt.step,
         **{f"train/{k}": v for k, v in stats.items()},
+        "train_seconds": train_seconds,
+        "steps_per_second": stats["steps"] / train_seconds if train_seconds > 0 else 0.0,
     }
     if run.valid is not None:
         metrics, embeddings, scores, fusion = validate_model(run, opt.model, run.verifier)
@@ -435,15 +398,28 @@ def record_epoch(run: Run, epoch: int, entry: dict[str, Any]) -> None:
     if config.save_every and (epoch + 1) % config.save_every == 0:
         save_checkpoint(run.run_dir / f"epoch_{epoch:03d}.pt", payload)
     write_json_atomic(run.run_dir / "history.json", run.history)
-    shown = {
-        k: v for k, v in entry.items() if isinstance(v, float) and ("eer" in k or k == "train/loss")
-    }
-    LOG.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()))
+    LOG.info("%s", epoch_line(entry, config.epochs))
 
 
 def _train(config: TrainConfig) -> TrainResult:
     run = build_run(config)
-    if config.resume and (run.run_dir / "last.pt").exists():
+    with log_to_file(run.run_dir / "train.log"):
+        try:
+            return _train_run(run)
+        except interrupts.Interrupted as stop:
+            done = run.history[-1]["epoch"] if run.history else None
+            LOG.warning(
+                "training %s at step %d; %s", stop, run.opt.step,
+                f"last.pt holds epoch {done}: rerun with --resume to continue from there"
+                if done is not None else "no epoch had finished",
+            )  # fmt: skip
+            raise
+
+
+def _train_run(run: Run) -> TrainResult:
+    config = run.config
+    resumed = config.resume and (run.run_dir / "last.pt").exists()
+    if resumed:
         resume(run)
     elif config.init_from:
         run.parent = initialize_from(
@@ -452,7 +428,11 @@ def _train(config: TrainConfig) -> TrainResult:
         )  # fmt: skip
     save_config(config, run.run_dir / "config.yaml")
     write_text_atomic(run.run_dir / "model_summary.txt", model_summary(run.opt.model, run.opt.loss))
-    board = TrainingBoard(config.logdir or run.run_dir / "tb")
+    log_run_header(run.config, run.opt.device, run.corpus, run.valid, run.start_epoch)
+    # a resumed run rewrites the steps after its checkpoint: TensorBoard drops the old ones
+    board = TrainingBoard(
+        config.logdir or run.run_dir / "tb", purge_step=run.opt.step + 1 if resumed else None
+    )
     try:
         for epoch in range(run.start_epoch, config.epochs):
             record_epoch(run, epoch, run_epoch(run, epoch, board))

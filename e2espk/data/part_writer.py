@@ -1,0 +1,68 @@
+"""The writing half of packing: every utterance into its part's corpus file, all or nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from e2espk import interrupts
+from e2espk.data import validation
+from e2espk.data.corpus import CorpusWriter, StreamSpec
+from e2espk.errors import InputDataError
+from e2espk.progress import progress_bar
+
+if TYPE_CHECKING:
+    from e2espk.data.packing import PackConfig, PackReport
+
+
+def write_parts(
+    config: PackConfig, names: dict[str, Path], specs: list[StreamSpec], ordered: list[str],
+    first: Mapping[str, np.ndarray], reader: validation.UtteranceReader,
+    checker: validation.UtteranceChecker, speakers: dict[str, str], assignment: dict[str, str],
+    report: PackReport,
+) -> None:  # fmt: skip
+    """Stream every utterance into its part's file; on any error or stop, no file is kept.
+
+    The loop is a deferred region (``interrupts``): a signal stops it between utterances, so
+    it never lands inside h5py, where it would be swallowed.
+    """
+    writers: dict[str, CorpusWriter] = {}
+    try:
+        bar = progress_bar(ordered, enabled=config.progress, desc="packing", unit="utt")
+        with interrupts.deferred(), bar:
+            for part, path in names.items():
+                writers[part] = CorpusWriter(
+                    path,
+                    specs,
+                    compression=config.compression,
+                    compression_level=config.compression_level,
+                    overwrite=config.overwrite,
+                )
+            for utterance in interrupts.checked(bar):
+                arrays = first if utterance == ordered[0] else reader.load(utterance)
+                problem = checker.problem(arrays)
+                if problem:
+                    if not config.skip_bad:
+                        raise InputDataError(
+                            reader.where(utterance, problem.stream),
+                            f"utterance {utterance!r}: {problem.message}. Pass --skip-bad to skip such utterances",
+                        )
+                    report.skipped_bad[utterance] = f"{problem.stream}: {problem.message}"
+                    continue
+                writers[assignment[utterance]].add(speakers[utterance], utterance, arrays)
+        for part, writer in writers.items():
+            report.utterances[part] = writer.n_utterances
+            report.speakers[part] = writer.n_speakers
+            if not writer.n_utterances:
+                raise InputDataError(
+                    names[part], "no utterance left to write after skipping bad ones"
+                )
+        for writer in writers.values():
+            writer.close()
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
