@@ -19,6 +19,7 @@ from e2espk.data import transforms
 from e2espk.data.augment import AugmentConfig
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
+from e2espk.data.validation import require_finite
 from e2espk.errors import ConfigError
 
 CropRequest = tuple[int, int]  # (row in the corpus, seed of the crop position)
@@ -113,12 +114,15 @@ class CropDataset(Dataset):
 
     def _read(self, row: int, stream: str, start_s: float) -> np.ndarray:
         spec = self.corpus.streams[stream]
+        utterance = str(self.corpus.utterances[row])
         if not spec.time_axis:
-            return self.corpus.read(row, stream)
+            return require_finite(self.corpus.read(row, stream), self.corpus.path, utterance, stream)
         rate = spec.frame_rate_hz or 1.0
         length = max(1, round(self.crop_seconds * rate))
         start = min(int(start_s * rate), max(int(self.corpus.frames(stream)[row]) - length, 0))
-        return transforms.repeat_pad(self.corpus.read(row, stream, start, start + length), length)
+        crop = self.corpus.read(row, stream, start, start + length)
+        crop = require_finite(crop, self.corpus.path, utterance, stream, start)
+        return transforms.repeat_pad(crop, length)
 
 
 class SpeakerBatchSampler(Sampler[list[CropRequest]]):

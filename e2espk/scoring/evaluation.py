@@ -239,6 +239,20 @@ def resolve_trials(
     return given.renamed(mapping), given, int((~keep).sum())
 
 
+def require_finite_scores(scores: dict[str, np.ndarray], trials: Trials, where: object) -> None:
+    """Fail naming the score type and trial before any score file is written: a NaN in a
+    score file surfaces later as a metric error that names neither."""
+    for name, values in scores.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise InputDataError(
+                where,
+                f"{name} scores: {int(bad.sum())} NaN/inf value(s), the first for trial "
+                f"{trials.enroll[first]!r} {trials.test[first]!r}; no score file written",
+            )
+
+
 def write_scores(path: Path, trials: Trials, scores: np.ndarray) -> Path:
     labels = (
         [""] * len(trials)
@@ -279,6 +293,7 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
         trial_sets.append(calibration)
     all_scores = score_trials(config, system, corpus, trial_sets, device)
     scores = all_scores[0]
+    require_finite_scores(scores, given, corpus.path)
     files = {
         name: str(write_scores(out / f"scores_{name}.txt", given, values))
         for name, values in scores.items()
