@@ -41,11 +41,16 @@ def test_missing_stream_is_named_before_anything_is_packed(
 
 
 def test_a_packing_the_model_cannot_read_is_removed(
-    demo_hdf: dict[str, Path], tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_hdf: dict[str, Path],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # MFCCs given as the log-mel stream: every stream is there, but the dims differ from the model's
     out = tmp_path / "o"
-    args = source_args(tiny_checkpoint, demo_hdf["root"] / "corpus", out, "ptm", "mfcc_as_mfbe", "pitch")
+    args = source_args(
+        tiny_checkpoint, demo_hdf["root"] / "corpus", out, "ptm", "mfcc_as_mfbe", "pitch"
+    )
     assert eval_main(args) == 2
     assert "does not match the model's inputs" in capsys.readouterr().err
     assert not list(out.glob("test_data*")), "no packed file, record or report is left behind"

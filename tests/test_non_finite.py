@@ -36,7 +36,9 @@ def overwrite_bytes(path: Path, row: int, stream: str, frame: int, values: int) 
     with h5py.File(path, "r") as handle:
         dataset = handle[utterance_path(speaker, utterance, stream)]
         assert dataset.dtype == np.float32 and frame < (dataset.chunks or dataset.shape)[0]
-        start = dataset.id.get_chunk_info(0).byte_offset if dataset.chunks else dataset.id.get_offset()
+        start = (
+            dataset.id.get_chunk_info(0).byte_offset if dataset.chunks else dataset.id.get_offset()
+        )
         start += frame * dataset.shape[1] * 4
     with path.open("r+b") as raw:
         raw.seek(start)
@@ -61,7 +63,10 @@ def cached_embeddings(directory: Path) -> list[np.ndarray]:
 
 
 def test_eval_names_the_corrupt_utterance_and_writes_no_nan(
-    corrupt_valid: tuple[Path, str], tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    corrupt_valid: tuple[Path, str],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path, utterance = corrupt_valid
     out = tmp_path / "o"
@@ -76,11 +81,27 @@ def test_eval_names_the_corrupt_utterance_and_writes_no_nan(
 
 
 def test_embed_names_the_corrupt_utterance_and_exports_nothing(
-    corrupt_valid: tuple[Path, str], tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    corrupt_valid: tuple[Path, str],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path, utterance = corrupt_valid
     out = tmp_path / "emb.h5"
-    assert embed_main(["--cp-path", str(tiny_checkpoint), "--data", str(path), "--out", str(out), "--no-progress"]) == 2
+    assert (
+        embed_main(
+            [
+                "--cp-path",
+                str(tiny_checkpoint),
+                "--data",
+                str(path),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert f"utterance {utterance!r} stream 'mfbe'" in capsys.readouterr().err
     assert not out.exists()
     assert all(np.isfinite(stored).all() for stored in cached_embeddings(tmp_path))
@@ -89,9 +110,13 @@ def test_embed_names_the_corrupt_utterance_and_exports_nothing(
 def test_a_training_crop_names_file_utterance_and_stream(corrupt_valid: tuple[Path, str]) -> None:
     path, utterance = corrupt_valid
     with Corpus(path) as corpus:
-        crops = CropDataset(corpus, resolve_layout(corpus, "fusion", "mfbe_pitch"), crop_seconds=10.0)
+        crops = CropDataset(
+            corpus, resolve_layout(corpus, "fusion", "mfbe_pitch"), crop_seconds=10.0
+        )
         crops[(ROW - 1, 0)]  # a clean utterance reads as before
-        with pytest.raises(InputDataError, match=f"utterance {utterance!r} stream 'mfbe'.*at frame 5"):
+        with pytest.raises(
+            InputDataError, match=f"utterance {utterance!r} stream 'mfbe'.*at frame 5"
+        ):
             crops[(ROW, 0)]
 
 
@@ -109,15 +134,23 @@ def test_out_of_range_features_are_named_and_not_cached(
         handle[name][0::2] = 3e38
         handle[name][1::2] = -3e38
     system = load_embedding_system(tiny_checkpoint)
-    with Corpus(path) as corpus, EmbeddingCache(tmp_path / "cache.h5", {"t": 1}, len(corpus)) as cache:
-        with pytest.raises(InputDataError, match=f"non-finite embeddings for 1 \\({utterance!r}\\)"):
-            extract_embeddings(system.model, corpus, system.layout, list(range(len(corpus))), 1.0, 8,
-                               "cpu", system.cmvn, cache=cache, segment_size=4)  # fmt: skip
+    corpus = Corpus(path)
+    match = f"non-finite embeddings for 1 \\({utterance!r}\\)"
+    with (
+        corpus,
+        EmbeddingCache(tmp_path / "cache.h5", {"t": 1}, len(corpus)) as cache,
+        pytest.raises(InputDataError, match=match),
+    ):
+        extract_embeddings(system.model, corpus, system.layout, list(range(len(corpus))), 1.0, 8,
+                           "cpu", system.cmvn, cache=cache, segment_size=4)  # fmt: skip
     assert all(np.isfinite(stored).all() for stored in cached_embeddings(tmp_path))
 
 
 def test_a_checkpoint_with_nan_weights_is_named(
-    demo_hdf: dict[str, Path], tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    demo_hdf: dict[str, Path],
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     payload = torch.load(tiny_checkpoint, weights_only=False)
     name = next(k for k, v in payload["model"].items() if v.is_floating_point())
@@ -149,5 +182,8 @@ def test_non_finite_scores_are_named_and_not_written(
             "--out-path", str(out), "--no-progress", "--no-plots"]  # fmt: skip
     assert eval_main(args) == 2
     err = capsys.readouterr().err
-    assert "cosine scores: 1 NaN/inf value(s), the first for trial" in err and "no score file written" in err
+    assert (
+        "cosine scores: 1 NaN/inf value(s), the first for trial" in err
+        and "no score file written" in err
+    )
     assert not list(out.glob("scores_*"))

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import build_parser, config_to_dict, option, parse_explicit, save_config
 from e2espk.errors import ConfigError
 from e2espk.search import report
+from e2espk.search.constraints import corpus_limits
 from e2espk.search.driver import SearchSetup, run_search
 from e2espk.search.executors import ClusterOptions, InlineExecutor, submitit_executor
 from e2espk.search.space import build_space
@@ -47,6 +51,10 @@ class SearchOptions:
     search_params: list[str] = option(
         default_factory=list,
         help="search only these options (default: every searchable option not fixed)",
+    )
+    search_costly_backbones: bool = option(
+        False,
+        help="also search the costly backbones (full ecapa_tdnn, resnet; seconds per step on a CPU); by default the space holds the cheap ones",
     )
     search_seed: int = option(0, help="seed of the optimizer")
     threads_per_trial: int | None = option(
@@ -86,8 +94,6 @@ class ParallelOptions(SearchOptions):
 def parse(
     options_cls: type, argv: Sequence[str] | None, prog: str
 ) -> tuple[Any, TrainConfig, set[str]]:
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(options_cls, __doc__ or "", prog, config_flag=False, add_help=False)
     if "-h" in argv or "--help" in argv:
@@ -110,7 +116,16 @@ def parse(
         raise ConfigError(
             "a search needs --valid-hdf-file: trials are compared on validation metrics"
         )
+    # a bad fixed option fails here, once, rather than in every trial (trials select on the objective)
+    dataclasses.replace(train_config, select_metric=options.objective).validate()
     return options, train_config, explicit
+
+
+def print_failure(record: dict[str, Any]) -> None:
+    """One console line per failed trial, with its reason (the full error is in trials.jsonl)."""
+    line = report.failure_line(record)
+    if line:
+        tqdm.write(line, file=sys.stderr)
 
 
 def finish(setup: SearchSetup, state_records: list[dict[str, Any]], penalty: float) -> int:
@@ -146,7 +161,14 @@ def setup_search(
         )  # recorded, so best_config.yaml reproduces the trial
     return SearchSetup(
         search_dir=search_dir,
-        space=build_space(explicit, options.space_file, options.search_params or None),
+        space=build_space(
+            explicit,
+            options.space_file,
+            options.search_params or None,
+            base,
+            corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file),
+            options.search_costly_backbones,
+        ),
         base_config=base,
         objective=options.objective,
         optimizer_name=options.search_optimizer,
@@ -166,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     options, train_config, explicit = parse(SearchOptions, argv, "hp_search.py")
     setup = setup_search(options, train_config, explicit, InlineExecutor(), "inline", 1, 0.0)
-    state = run_search(setup)
+    state = run_search(setup, on_record=print_failure)
     return finish(setup, state.records, options.failure_penalty)
 
 
@@ -198,5 +220,5 @@ def main_parallel(argv: Sequence[str] | None = None) -> int:
         options.hp_workers,
         options.poll_seconds,
     )
-    state = run_search(setup)
+    state = run_search(setup, on_record=print_failure)
     return finish(setup, state.records, options.failure_penalty)

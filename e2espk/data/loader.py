@@ -116,7 +116,9 @@ class CropDataset(Dataset):
         spec = self.corpus.streams[stream]
         utterance = str(self.corpus.utterances[row])
         if not spec.time_axis:
-            return require_finite(self.corpus.read(row, stream), self.corpus.path, utterance, stream)
+            return require_finite(
+                self.corpus.read(row, stream), self.corpus.path, utterance, stream
+            )
         rate = spec.frame_rate_hz or 1.0
         length = max(1, round(self.crop_seconds * rate))
         start = min(int(start_s * rate), max(int(self.corpus.frames(stream)[row]) - length, 0))
