@@ -25,6 +25,15 @@ from e2espk.search.space import build_space
 from e2espk.training.config import METRICS, TrainConfig
 
 LOG = logging.getLogger("e2espk.hp_search")
+PARALLEL_DOC = """``hp_search_slurm.py``: the hyperparameter search with trials in parallel as Slurm jobs.
+
+The same nevergrad search as hp_search.py, with --hp-workers trials at a time, each a submitit
+job on a Slurm cluster (--cluster slurm, the default; resources per job below) or a process on
+this machine (--cluster local). Before the first job, --partition and --gpus-per-node are
+checked against `sinfo`. No cluster at hand: try it on the project's single-node one with
+`bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones you give are fixed for
+all trials and leave the space.
+"""
 
 
 @dataclasses.dataclass
@@ -72,8 +81,12 @@ class ParallelOptions(SearchOptions):
         choices=["slurm", "local"],
         help="slurm: Slurm jobs via submitit; local: subprocesses on this machine",
     )
-    partition: str | None = option(None, help="Slurm partition")
-    gpus_per_node: int = option(0, help="GPUs per trial job")
+    partition: str | None = option(
+        None, help="Slurm partition (default: the cluster's default; `sinfo` lists them)"
+    )
+    gpus_per_node: int = option(
+        0, help="GPUs per trial job (needs a partition with gpu GRES: `sinfo -o '%%P %%G'`)"
+    )
     cpus_per_task: int = option(1, help="CPUs per trial job")
     mem_gb: float | None = option(None, help="memory per trial job (GB)")
     timeout_min: int = option(
@@ -92,10 +105,12 @@ class ParallelOptions(SearchOptions):
 
 
 def parse(
-    options_cls: type, argv: Sequence[str] | None, prog: str
+    options_cls: type, argv: Sequence[str] | None, prog: str, description: str | None = None
 ) -> tuple[Any, TrainConfig, set[str]]:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(options_cls, __doc__ or "", prog, config_flag=False, add_help=False)
+    parser = build_parser(
+        options_cls, description or __doc__ or "", prog, config_flag=False, add_help=False
+    )
     if "-h" in argv or "--help" in argv:
         print(parser.format_help())
         print("\nTrial options: every train.py flag (python train.py --help).")
@@ -195,7 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 @user_errors_exit_cleanly
 def main_parallel(argv: Sequence[str] | None = None) -> int:
     setup_logging()
-    options, train_config, explicit = parse(ParallelOptions, argv, "hp_search_slurm.py")
+    options, train_config, explicit = parse(
+        ParallelOptions, argv, "hp_search_slurm.py", PARALLEL_DOC
+    )
     cluster = ClusterOptions(
         options.cluster,
         options.partition,
