@@ -52,8 +52,10 @@ Check = Callable[[Mapping[str, Any], CorpusLimits], "str | None"]
 
 def speakers_per_batch(config: Mapping[str, Any], limits: CorpusLimits) -> str | None:
     batch, per_speaker = int(config["batch_size"]), int(config["utts_per_speaker"])
-    if per_speaker < 2 or batch % per_speaker:
-        return None  # TrainConfig names these itself, corpus or not
+    if per_speaker < 2:
+        return None  # TrainConfig names it
+    if batch % per_speaker:
+        return f"--batch-size {batch} is not a multiple of --utts-per-speaker {per_speaker}"
     speakers = batch // per_speaker
     if 2 <= speakers <= limits.speakers:
         return None

@@ -51,8 +51,8 @@ DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "ndiscriminators": {"choices": [1, 2, 4]},
     "rproj_size": {"choices": [0, 64, 128]},
 }
-# Minutes per step on a CPU at full size (ECAPA-TDNN C=512: 2.2 s per step of 64 crops): in the
-# default space they would make most of a search's time; --search-costly-backbones adds them.
+# Seconds per step on a CPU at full size (ECAPA-TDNN C=512: 2.2 s per step of 64 crops): in the
+# default space they would take most of a search's time; --search-costly-backbones adds them.
 COSTLY_BACKBONES = ["ecapa_tdnn", "resnet"]
 for _name, _spec in DEFAULT_RANGES.items():
     SEARCH_SPACE.register(_name)(_spec)
