@@ -82,6 +82,20 @@ def test_choices_the_corpus_cannot_serve_leave_the_space(tmp_path: Path) -> None
         )
 
 
+def test_a_fixed_batch_the_corpus_cannot_serve_stops_before_any_trial(
+    demo_hdf: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--budget", "2", "--search-dir", str(tmp_path / "s"), "--search-params", "lr",
+            "--train-hdf-file", str(demo_hdf["train"]), "--valid-hdf-file", str(demo_hdf["valid"]),
+            *FLAGS_WITHOUT_BATCH, "--batch-size", "128"]  # fmt: skip
+    assert hp_search(args) == 2
+    assert (
+        f"error: every trial would fail: --batch-size 128 with --utts-per-speaker 2 takes 64 "
+        f"speakers per batch; {demo_hdf['train']} has 4 (batch sizes from 4 to 8 fit)"
+    ) in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_costly_backbones_only_when_asked(demo_hdf: dict[str, Path]) -> None:
     assert not set(COSTLY_BACKBONES) & set(build_space(set())["backbone"].choices.value)
     assert set(COSTLY_BACKBONES) <= set(

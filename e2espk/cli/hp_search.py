@@ -166,24 +166,25 @@ def setup_search(
     workers: int,
     poll: float,
 ) -> SearchSetup:
-    search_dir = Path(options.search_dir)
-    search_dir.mkdir(parents=True, exist_ok=True)
-    save_config(options, search_dir / "search_options.yaml")
     base = config_to_dict(train_config)
     if options.threads_per_trial:
         base["threads"] = (
             options.threads_per_trial
         )  # recorded, so best_config.yaml reproduces the trial
+    space = build_space(  # before the search dir exists: a space that cannot work leaves nothing
+        explicit,
+        options.space_file,
+        options.search_params or None,
+        base,
+        corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file),
+        options.search_costly_backbones,
+    )
+    search_dir = Path(options.search_dir)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    save_config(options, search_dir / "search_options.yaml")
     return SearchSetup(
         search_dir=search_dir,
-        space=build_space(
-            explicit,
-            options.space_file,
-            options.search_params or None,
-            base,
-            corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file),
-            options.search_costly_backbones,
-        ),
+        space=space,
         base_config=base,
         objective=options.objective,
         optimizer_name=options.search_optimizer,
