@@ -14,7 +14,12 @@ from e2espk.data.corpus import Corpus
 from e2espk.data.features import check_compatible
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_text_atomic
-from e2espk.scoring.export import EMBEDDING_WRITERS, format_of, speaker_mean_embeddings
+from e2espk.scoring.export import (
+    EMBEDDING_WRITERS,
+    format_of,
+    require_finite,
+    speaker_mean_embeddings,
+)
 from e2espk.scoring.trials import match_utterances
 from e2espk.training.checkpoint import load_embedding_system
 
@@ -89,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ids = corpus.utterances[rows].tolist()
     speakers = corpus.speakers[corpus.speaker_of[rows]].tolist()
+    require_finite(out, ids, embeddings)
     written = EMBEDDING_WRITERS.get(fmt)(out, ids, speakers, embeddings)
     utt2spk = write_text_atomic(
         out.with_name(out.stem + ".utt2spk"),

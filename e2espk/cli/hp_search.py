@@ -7,20 +7,33 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import build_parser, config_to_dict, option, parse_explicit, save_config
 from e2espk.errors import ConfigError
 from e2espk.search import report
+from e2espk.search.constraints import corpus_limits
 from e2espk.search.driver import SearchSetup, check_optimizer_name, run_search
 from e2espk.search.executors import ClusterOptions, InlineExecutor, submitit_executor
 from e2espk.search.space import build_space
 from e2espk.training.config import METRICS, TrainConfig
 
 LOG = logging.getLogger("e2espk.hp_search")
+PARALLEL_DOC = """``hp_search_slurm.py``: the hyperparameter search with trials in parallel as Slurm jobs.
+
+The same nevergrad search as hp_search.py, with --hp-workers trials at a time, each a submitit
+job on a Slurm cluster (--cluster slurm, the default; resources per job below) or a process on
+this machine (--cluster local). Before the first job, --partition and --gpus-per-node are
+checked against `sinfo`. No cluster at hand: try it on the project's single-node one with
+`bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones you give are fixed for
+all trials and leave the space.
+"""
 
 
 @dataclasses.dataclass
@@ -48,6 +61,10 @@ class SearchOptions:
         default_factory=list,
         help="search only these options (default: every searchable option not fixed)",
     )
+    search_costly_backbones: bool = option(
+        False,
+        help="also search the costly backbones (full ecapa_tdnn, resnet; seconds per step on a CPU); by default the space holds the cheap ones",
+    )
     search_seed: int = option(0, help="seed of the optimizer")
     threads_per_trial: int | None = option(
         None, help="torch threads in each trial (default: torch's)"
@@ -64,8 +81,12 @@ class ParallelOptions(SearchOptions):
         choices=["slurm", "local"],
         help="slurm: Slurm jobs via submitit; local: subprocesses on this machine",
     )
-    partition: str | None = option(None, help="Slurm partition")
-    gpus_per_node: int = option(0, help="GPUs per trial job")
+    partition: str | None = option(
+        None, help="Slurm partition (default: the cluster's default; `sinfo` lists them)"
+    )
+    gpus_per_node: int = option(
+        0, help="GPUs per trial job (needs a partition with gpu GRES: `sinfo -o '%%P %%G'`)"
+    )
     cpus_per_task: int = option(1, help="CPUs per trial job")
     mem_gb: float | None = option(None, help="memory per trial job (GB)")
     timeout_min: int = option(
@@ -84,12 +105,12 @@ class ParallelOptions(SearchOptions):
 
 
 def parse(
-    options_cls: type, argv: Sequence[str] | None, prog: str
+    options_cls: type, argv: Sequence[str] | None, prog: str, description: str | None = None
 ) -> tuple[Any, TrainConfig, set[str]]:
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(options_cls, __doc__ or "", prog, config_flag=False, add_help=False)
+    parser = build_parser(
+        options_cls, description or __doc__ or "", prog, config_flag=False, add_help=False
+    )
     if "-h" in argv or "--help" in argv:
         print(parser.format_help())
         print("\nTrial options: every train.py flag (python train.py --help).")
@@ -110,7 +131,16 @@ def parse(
         raise ConfigError(
             "a search needs --valid-hdf-file: trials are compared on validation metrics"
         )
+    # a bad fixed option fails here, once, rather than in every trial (trials select on the objective)
+    dataclasses.replace(train_config, select_metric=options.objective).validate()
     return options, train_config, explicit
+
+
+def print_failure(record: dict[str, Any]) -> None:
+    """One console line per failed trial, with its reason (the full error is in trials.jsonl)."""
+    line = report.failure_line(record)
+    if line:
+        tqdm.write(line, file=sys.stderr)
 
 
 def finish(setup: SearchSetup, state_records: list[dict[str, Any]], penalty: float) -> int:
@@ -136,16 +166,23 @@ def setup_search(
     workers: int,
     poll: float,
 ) -> SearchSetup:
-    search_dir = Path(options.search_dir)
-    space = build_space(explicit, options.space_file, options.search_params or None)
-    check_optimizer_name(options.search_optimizer)  # both before the directory is made
-    search_dir.mkdir(parents=True, exist_ok=True)
-    save_config(options, search_dir / "search_options.yaml")
     base = config_to_dict(train_config)
     if options.threads_per_trial:
         base["threads"] = (
             options.threads_per_trial
         )  # recorded, so best_config.yaml reproduces the trial
+    space = build_space(  # before the search dir exists: a space that cannot work leaves nothing
+        explicit,
+        options.space_file,
+        options.search_params or None,
+        base,
+        corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file),
+        options.search_costly_backbones,
+    )
+    check_optimizer_name(options.search_optimizer)  # like the space, before the dir is made
+    search_dir = Path(options.search_dir)
+    search_dir.mkdir(parents=True, exist_ok=True)
+    save_config(options, search_dir / "search_options.yaml")
     return SearchSetup(
         search_dir=search_dir,
         space=space,
@@ -168,14 +205,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     options, train_config, explicit = parse(SearchOptions, argv, "hp_search.py")
     setup = setup_search(options, train_config, explicit, InlineExecutor(), "inline", 1, 0.0)
-    state = run_search(setup)
+    state = run_search(setup, on_record=print_failure)
     return finish(setup, state.records, options.failure_penalty)
 
 
 @user_errors_exit_cleanly
 def main_parallel(argv: Sequence[str] | None = None) -> int:
     setup_logging()
-    options, train_config, explicit = parse(ParallelOptions, argv, "hp_search_slurm.py")
+    options, train_config, explicit = parse(
+        ParallelOptions, argv, "hp_search_slurm.py", PARALLEL_DOC
+    )
     cluster = ClusterOptions(
         options.cluster,
         options.partition,
@@ -200,5 +239,5 @@ def main_parallel(argv: Sequence[str] | None = None) -> int:
         options.hp_workers,
         options.poll_seconds,
     )
-    state = run_search(setup)
+    state = run_search(setup, on_record=print_failure)
     return finish(setup, state.records, options.failure_penalty)

@@ -20,6 +20,7 @@ from e2espk.data.augment import AugmentConfig
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.speaker_perturb import SpeakerPerturbation, stretch_time, warp_log_mel
+from e2espk.data.validation import require_finite
 from e2espk.errors import ConfigError
 
 CropRequest = tuple[int, int]  # (row in the corpus, seed of the crop position)
@@ -132,14 +133,18 @@ class CropDataset(Dataset):
     ) -> np.ndarray:
         """``span_s`` stored seconds from ``start_s`` (default the crop), as a crop-length array."""
         spec = self.corpus.streams[stream]
+        utterance = str(self.corpus.utterances[row])
         if not spec.time_axis:
-            return self.corpus.read(row, stream)
+            return require_finite(
+                self.corpus.read(row, stream), self.corpus.path, utterance, stream
+            )
         rate = spec.frame_rate_hz or 1.0
         length = max(1, round(self.crop_seconds * rate))
         stored = max(1, round((span_s or self.crop_seconds) * rate))
         start = min(int(start_s * rate), max(int(self.corpus.frames(stream)[row]) - stored, 0))
-        frames = transforms.repeat_pad(self.corpus.read(row, stream, start, start + stored), stored)
-        return stretch_time(frames, length)
+        crop = self.corpus.read(row, stream, start, start + stored)
+        crop = require_finite(crop, self.corpus.path, utterance, stream, start)
+        return stretch_time(transforms.repeat_pad(crop, stored), length)
 
 
 class SpeakerBatchSampler(Sampler[list[CropRequest]]):

@@ -90,6 +90,26 @@ def non_finite(array: np.ndarray) -> str | None:
     return None
 
 
+def require_finite(
+    array: np.ndarray, path: object, utterance: str, stream: str, first_frame: int = 0
+) -> np.ndarray:
+    """``array`` unchanged if it is finite; else an InputDataError naming the file, the
+    utterance, the stream and the first bad frame. Reads of a packed corpus go through this:
+    a file overwritten after packing would otherwise surface as NaN scores far downstream."""
+    problem = non_finite(array)
+    if problem is None:
+        return array
+    where = ""
+    if array.ndim:
+        bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
+        where = f", the first at frame {first_frame + int(np.flatnonzero(bad)[0])}"
+    raise InputDataError(
+        path,
+        f"utterance {utterance!r} stream {stream!r}: {problem}{where}; the file is corrupt, "
+        "rebuild it with data_prep.py",
+    )
+
+
 def wrong_dims(array: np.ndarray, spec: StreamSpec) -> str | None:
     got = tuple(array.shape[1:]) if spec.time_axis else tuple(array.shape)
     if got != spec.dims:

@@ -19,6 +19,8 @@ from e2espk.data import transforms
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.loader import utterance_seconds
+from e2espk.data.validation import require_finite
+from e2espk.errors import InputDataError, preview
 from e2espk.progress import progress_bar
 from e2espk.scoring.embedding_cache import EmbeddingCache
 
@@ -42,7 +44,11 @@ def _utterance_windows(
     cmvn: str,
 ) -> Iterator[dict[str, np.ndarray]]:
     normalize = transforms.CMVN.get(cmvn)
-    whole = {name: corpus.read(row, name) for name in layout.streams()}
+    utterance = str(corpus.utterances[row])
+    whole = {
+        name: require_finite(corpus.read(row, name), corpus.path, utterance, name)
+        for name in layout.streams()
+    }
     for start in window_starts(utterance_seconds(corpus, layout, row), window_seconds, hop_seconds):
         window: dict[str, np.ndarray] = {}
         parts = []
@@ -176,4 +182,13 @@ def _embed_rows(
     if pending:
         flush()
     assert sums is not None, "no utterances to embed"
-    return (sums / counts[:, None]).astype(np.float32)
+    embeddings = (sums / counts[:, None]).astype(np.float32)
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():  # the inputs were finite (checked on reading): the model overflowed
+        names = corpus.utterances[np.asarray(rows)[bad]].tolist()
+        raise InputDataError(
+            corpus.path,
+            f"the model gives non-finite embeddings for {preview(names)} utterance(s) whose "
+            "features are finite: their values are out of the range the model was trained on",
+        )
+    return embeddings

@@ -30,7 +30,7 @@ from e2espk.data.corpus import Corpus
 from e2espk.errors import InputDataError
 
 LOG = logging.getLogger(__name__)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: never holds non-finite embeddings (version 1 could)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -132,6 +132,8 @@ class EmbeddingCache:
     def store(self, rows: np.ndarray, embeddings: np.ndarray) -> None:
         """Write embeddings of ``rows`` (unique corpus rows), then mark them done and flush:
         a crash between the two leaves the rows not done, so they are recomputed."""
+        if not np.isfinite(embeddings).all():
+            raise ValueError(f"{self.path}: refusing to cache non-finite embeddings")
         order = np.argsort(rows)
         rows, embeddings = np.asarray(rows)[order], embeddings[order]
         if "embeddings" not in self.file:

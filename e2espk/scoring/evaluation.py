@@ -22,7 +22,7 @@ import numpy as np
 from e2espk import __version__
 from e2espk.config import option
 from e2espk.data.corpus import Corpus
-from e2espk.data.features import check_compatible
+from e2espk.data.features import InputLayout, check_compatible
 from e2espk.data.packing import PackConfig, input_signature, pack_corpus
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import atomic_path, made_dir, write_json_atomic
@@ -124,18 +124,22 @@ class EvalReport:
     out_path: str
 
 
-def test_corpus(config: EvalConfig, out: Path) -> Corpus:
+def test_corpus(config: EvalConfig, out: Path, layout: InputLayout) -> Corpus:
     """The test corpus: --test-hdf-file, or --test-data packed into OUT/test_data.hdf. A
     corpus packed by an earlier run from the same options and unchanged input files (sizes
-    and modification times) is reused, so re-runs neither re-pack nor re-embed."""
+    and modification times) is reused, so re-runs neither re-pack nor re-embed. The streams
+    the model reads are checked against the sources before packing (packing a test set takes
+    long), only those are packed (PTM as float16, as data_prep stores it), and a packing the
+    model cannot read is removed."""
     if config.test_hdf_file:
-        return Corpus(config.test_hdf_file)
+        corpus = Corpus(config.test_hdf_file)
+        check_compatible(layout, corpus)
+        return corpus
     if not config.test_data:
         raise ConfigError("give --test-hdf-file or --test-data")
     pack = PackConfig(
-        stream=list(config.test_data),
+        stream=needed_test_streams(config.test_data, layout),
         utt2spk=[config.test_utt2spk] if config.test_utt2spk else [],
-        ptm_dtype="float32",
         out_path=str(out),
         out_name="test_data",
         overwrite=True,
@@ -148,9 +152,45 @@ def test_corpus(config: EvalConfig, out: Path) -> Corpus:
         LOG.info("reusing %s: packed from the same, unchanged inputs", packed)
         return Corpus(packed)
     record.unlink(missing_ok=True)  # stale until the new packing has finished
-    pack_corpus(pack)
+    try:
+        pack_corpus(pack)
+        corpus = Corpus(packed)
+        try:
+            check_compatible(layout, corpus)
+        except BaseException:
+            corpus.close()
+            raise
+    except BaseException:
+        for leftover in (packed, out / "test_data.report.json"):
+            leftover.unlink(missing_ok=True)
+        raise
     write_json_atomic(record, signature)
-    return Corpus(packed)
+    return corpus
+
+
+def needed_test_streams(test_data: list[str], layout: InputLayout) -> list[str]:
+    """The --test-data items (NAME=SOURCE) of the streams the model reads; a missing one is an
+    error naming it, raised before any source is read."""
+    named: dict[str, list[str]] = {}
+    for item in test_data:
+        name, sep, source = item.partition("=")
+        if not sep or not name or not source:
+            raise ConfigError(f"--test-data expects NAME=SOURCE, got {item!r}")
+        named.setdefault(name, []).append(item)
+    needed = layout.streams()
+    missing = [name for name in needed if name not in named]
+    if missing:
+        what = f"mode {layout.mode}" + (
+            f", feature mode {layout.feature_mode}" if layout.uses_handcrafted else ""
+        )
+        raise ConfigError(
+            f"--test-data lacks stream {', '.join(map(repr, missing))} that the model reads "
+            f"({what}: {', '.join(needed)}); add {' '.join(f'{m}=SOURCE' for m in missing)}"
+        )
+    unused = sorted(set(named) - set(needed))
+    if unused:
+        LOG.info("--test-data: not packing %s (the model does not read it)", ", ".join(unused))
+    return [item for name in needed for item in named[name]]
 
 
 def _read_record(path: Path) -> Any:
@@ -201,6 +241,20 @@ def resolve_trials(
     LOG.warning("skipping %d trials naming %d missing utterances", int((~keep).sum()), len(missing))
     given = trials.subset(keep)
     return given.renamed(mapping), given, int((~keep).sum())
+
+
+def require_finite_scores(scores: dict[str, np.ndarray], trials: Trials, where: object) -> None:
+    """Fail naming the score type and trial before any score file is written: a NaN in a
+    score file surfaces later as a metric error that names neither."""
+    for name, values in scores.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise InputDataError(
+                where,
+                f"{name} scores: {int(bad.sum())} NaN/inf value(s), the first for trial "
+                f"{trials.enroll[first]!r} {trials.test[first]!r}; no score file written",
+            )
 
 
 def write_scores(path: Path, trials: Trials, scores: np.ndarray) -> Path:
@@ -273,7 +327,7 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
         LOG.info("e2espk %s: eval.py %s", __version__, " ".join(sys.argv[1:]))
         LOG.info("checkpoint %s (epoch %s), device %s", config.cp_path, system.epoch, device)
         if resolved is None:
-            resolved = _resolve_inputs(config, test_corpus(config, out), system)
+            resolved = _resolve_inputs(config, test_corpus(config, out, system.layout), system)
         return _evaluate(config, system, device, out, *resolved)
 
 
@@ -303,6 +357,7 @@ def _evaluate(
     )  # fmt: skip
     all_scores = score_trials(config, system, corpus, trial_sets, device)
     scores = all_scores[0]
+    require_finite_scores(scores, given, corpus.path)
     files = {
         name: str(write_scores(out / f"scores_{name}.txt", given, values))
         for name, values in scores.items()

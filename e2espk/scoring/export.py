@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from e2espk.data.corpus import escape_id
-from e2espk.errors import InputDataError
+from e2espk.errors import InputDataError, preview
 from e2espk.fileio import atomic_path
 from e2espk.registry import Registry
 
@@ -28,6 +28,15 @@ SUFFIX_FORMATS = {
     ".scp": "ark",
     ".pt": "pt",
 }
+
+
+def require_finite(path: Path, ids: list[str], embeddings: np.ndarray) -> None:
+    """Refuse to export non-finite embeddings, naming the utterances (a back-end fitted on
+    them would fail or silently give NaN scores)."""
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():
+        names = [utt for utt, flag in zip(ids, bad.tolist(), strict=True) if flag]
+        raise InputDataError(path, f"non-finite embeddings for {preview(names)} utterance(s)")
 
 
 HDF5_INDEX = ("utterance_ids", "speaker_ids")  # root datasets: the ids as given, in order

@@ -6,7 +6,9 @@ Any object with ``submit(fn, *args)`` returning a job with ``done()``, ``result(
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import traceback
 from collections.abc import Callable
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.core.utils import FailedJobError, FailedSubmissionError
 from submitit.local.local import LocalJob
 
 from e2espk import interrupts
 from e2espk.errors import ConfigError
+from e2espk.search.slurm_checks import check_cluster, sbatch_refusal
 
 
 class InlineJob:
@@ -71,10 +75,32 @@ class ClusterOptions:
     max_requeues: int = 3
 
 
-def submitit_executor(folder: Path, options: ClusterOptions) -> submitit.AutoExecutor:
-    """A submitit executor for trial jobs; no sbatch script is written by hand."""
+class SlurmSubmitter:
+    """submitit's Slurm executor whose sbatch failures are one-line ConfigErrors.
+
+    submitit raises ``FailedJobError`` with sbatch's stderr (and prints it) when sbatch refuses
+    a job; that is a problem of the options, not of a trial, so the search stops with its reason.
+    """
+
+    def __init__(self, executor: submitit.AutoExecutor) -> None:
+        self.executor = executor
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        printed = io.StringIO()  # submitit prints sbatch's stderr before raising it
+        try:
+            with contextlib.redirect_stderr(printed):
+                return self.executor.submit(fn, *args, **kwargs)
+        except (FailedJobError, FailedSubmissionError) as error:
+            raise sbatch_refusal(error) from None
+
+
+def submitit_executor(folder: Path, options: ClusterOptions) -> Any:
+    """A submitit executor for trial jobs; no sbatch script is written by hand. For Slurm, the
+    partition and GPUs asked for are checked against the cluster before any job is submitted."""
     if options.cluster not in ("slurm", "local"):
         raise ConfigError(f"--cluster {options.cluster!r}: use slurm or local")
+    if options.cluster == "slurm":
+        check_cluster(options.partition, options.gpus_per_node)
     requeues = {"slurm_max_num_timeout": options.max_requeues} if options.cluster == "slurm" else {}
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster, **requeues)
     extra: dict[str, Any] = {}
@@ -103,7 +129,7 @@ def submitit_executor(folder: Path, options: ClusterOptions) -> submitit.AutoExe
         if extra:
             params["slurm_additional_parameters"] = extra
     executor.update_parameters(**params)
-    return executor
+    return SlurmSubmitter(executor) if options.cluster == "slurm" else executor
 
 
 def reattach(cluster: str, folder: Path, job_id: str) -> Any | None:

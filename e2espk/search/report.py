@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,29 @@ def log_hparams(search_dir: Path, record: dict[str, Any], objective: str) -> Non
     }
     with SummaryWriter(log_dir=str(search_dir / "tb" / f"trial_{record['trial']:03d}")) as writer:
         writer.add_hparams(hparams, metrics, run_name=".")
+
+
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b.*")
+
+
+def failure_reason(error: str, limit: int = 300) -> str:
+    """The one line that says why a trial failed, from its recorded error.
+
+    Errors of Slurm/local jobs carry the job's whole traceback (submitit's ``FailedJobError``);
+    its last exception line is the reason. Other errors are their first line.
+    """
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    raised = [line for line in lines if EXCEPTION_LINE.match(line)]
+    reason = raised[-1] if raised and len(lines) > 1 else (lines[0] if lines else "unknown error")
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
+def failure_line(record: dict[str, Any]) -> str | None:
+    """``trial 3 failed: <reason>`` for a failed trial, None for one that succeeded."""
+    if record["status"] == "ok":
+        return None
+    status = "" if record["status"] == "failed" else f" ({record['status']})"
+    return f"trial {record['trial']} failed{status}: {failure_reason(record.get('error') or '')}"
 
 
 def summary_table(records: list[dict[str, Any]], objective: str) -> str:

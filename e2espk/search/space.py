@@ -24,6 +24,7 @@ import yaml
 
 from e2espk.errors import ConfigError
 from e2espk.registry import Registry
+from e2espk.search.constraints import CorpusLimits, FitsCorpus, fit_ranges
 from e2espk.training.config import TrainConfig
 
 ParameterFactory = Callable[[], ng.p.Parameter]
@@ -32,7 +33,7 @@ SEARCH_SPACE: Registry[dict[str, Any]] = Registry("searchable hyperparameter")
 DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "fusion": {"choices": ["concat", "cross_attention", "gating"]},
     "feature_mode": {"choices": ["mfbe_pitch", "mfcc_pitch", "mfbe_only", "mfcc_only"]},
-    "backbone": {"choices": ["ecapa_tdnn", "tdnn", "resnet"]},
+    "backbone": {"choices": ["tdnn", "pooled_mlp"]},  # + COSTLY_BACKBONES when asked for
     "optimizer": {"choices": ["adam", "adamw", "sgd_nesterov"]},
     "lr": {"log": [1e-4, 1e-2]},
     "l2": {"log": [1e-6, 1e-3]},
@@ -50,6 +51,9 @@ DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "ndiscriminators": {"choices": [1, 2, 4]},
     "rproj_size": {"choices": [0, 64, 128]},
 }
+# Seconds per step on a CPU at full size (ECAPA-TDNN C=512: 2.2 s per step of 64 crops): in the
+# default space they would take most of a search's time; --search-costly-backbones adds them.
+COSTLY_BACKBONES = ["ecapa_tdnn", "resnet"]
 for _name, _spec in DEFAULT_RANGES.items():
     SEARCH_SPACE.register(_name)(_spec)
 
@@ -64,7 +68,9 @@ def parameter(name: str, spec: Mapping[str, Any]) -> ng.p.Parameter:
     if kind == "choices":
         if not values:
             raise ConfigError(f"search space {name!r}: empty choices")
-        return ng.p.Choice(list(values))
+        # one choice is a constant: as a 1-way Choice, nevergrad's NGOpt picks an optimizer
+        # that needs an uninstalled package
+        return ng.p.Constant(values[0]) if len(values) == 1 else ng.p.Choice(list(values))
     if kind in ("log", "range", "int_range"):
         low, high = values
         if not low < high:
@@ -92,12 +98,24 @@ def load_space_file(path: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def build_space(
-    fixed: set[str], space_file: str | None = None, only: list[str] | None = None
+    fixed: set[str],
+    space_file: str | None = None,
+    only: list[str] | None = None,
+    base: Mapping[str, Any] | None = None,
+    limits: CorpusLimits | None = None,
+    costly_backbones: bool = False,
 ) -> ng.p.Dict:
-    """The parametrization over every searchable option the user did not fix."""
+    """The parametrization over every searchable option the user did not fix.
+
+    With ``limits`` (the corpus facts) and ``base`` (the trial config without the searched
+    options), the space is fitted to what the corpus allows (``e2espk.search.constraints``),
+    so no trial fails by construction.
+    """
     ranges: dict[str, dict[str, Any]] = {
         name: SEARCH_SPACE.get(name) for name in SEARCH_SPACE.names()
     }
+    if costly_backbones:
+        ranges["backbone"] = {"choices": [*ranges["backbone"]["choices"], *COSTLY_BACKBONES]}
     if space_file:
         ranges |= load_space_file(space_file)
     if only:
@@ -107,12 +125,20 @@ def build_space(
                 f"--search-params: no range for {', '.join(unknown)}; known: {', '.join(sorted(ranges))}"
             )
         ranges = {name: ranges[name] for name in only}
-    searched = {
-        name: parameter(name, spec) for name, spec in sorted(ranges.items()) if name not in fixed
-    }
-    if not searched:
+    ranges = {name: spec for name, spec in sorted(ranges.items()) if name not in fixed}
+    if not ranges:
         raise ConfigError("every searchable option is fixed: nothing to search")
-    return ng.p.Dict(**searched)
+    needs_constraint = False
+    if limits is not None and base is not None:
+        ranges, needs_constraint = fit_ranges(ranges, base, limits)
+    space = ng.p.Dict(**{name: parameter(name, spec) for name, spec in ranges.items()})
+    if space.dimension == 0:
+        raise ConfigError(
+            f"nothing left to search: every searched option has one possible value ({space.value})"
+        )
+    if needs_constraint and limits is not None and base is not None:
+        space.register_cheap_constraint(FitsCorpus(dict(base), limits))
+    return space
 
 
 def plain(value: Any) -> Any:

@@ -157,6 +157,13 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
         raise InputDataError(
             path, f"checkpoint does not match this e2espk's models ({error})"
         ) from None
+    modules = {"model": model, "verifier": verifier}
+    for part, module in modules.items():
+        for name, tensor in module.state_dict().items() if module is not None else ():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise InputDataError(
+                    path, f"{part} weight {name!r} holds NaN/Inf values: the checkpoint is corrupt"
+                )
     model.to(device).eval()
     if verifier is not None:
         verifier.to(device).eval()
