@@ -362,3 +362,36 @@ def test_verifier_dropout_and_weight_decay_group() -> None:
 def test_bad_generalisation_options(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TrainConfig(train_hdf_file="x.hdf", **overrides).validate()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("features", [("product", "absdiff"), ("sqdiff",), ("sum", "product")])
+def test_verifier_pair_features_are_symmetric_and_scoring_matches_forward(
+    features: tuple[str, ...],
+) -> None:
+    torch.manual_seed(0)
+    verifier = PairVerifier(6, hidden_size=5, n_hidden=1, features=features).eval()
+    a, b = torch.randn(7, 6), torch.randn(7, 6)
+    assert verifier.heads[0][0].in_features == 6 * len(features)
+    assert torch.allclose(verifier(a, b), verifier(b, a))
+    table = torch.cat([a, b])
+    scored = verifier.score_pairs(table, table, torch.arange(7), torch.arange(7, 14), chunk_size=3)
+    assert torch.allclose(scored, verifier.score(a, b), atol=1e-6)
+    without_sum = PairVerifier(6, features=("product", "absdiff"))
+    shifted = without_sum(a + 1.0, a + 1.0) - without_sum(a, a)  # identical pairs elsewhere
+    assert not torch.allclose(shifted, torch.zeros_like(shifted))  # product still locates them
+    with pytest.raises(ConfigError):
+        PairVerifier(6, features=("product", "product"))
+
+
+def test_verifier_features_and_normalisation_reach_the_checkpoint(
+    tmp_path: Path, demo_hdf: dict[str, Path]
+) -> None:
+    config = TrainConfig(
+        train_hdf_file=str(demo_hdf["train"]), checkpoint_path=str(tmp_path / "run"),
+        backbone="ecapa_tdnn_tiny", epochs=1, max_steps_per_epoch=2,
+        verifier_features=("product", "absdiff"), verifier_normalize=True, **TINY_TRAIN,
+    )  # type: ignore[arg-type]  # fmt: skip
+    train(config)
+    system = load_embedding_system(tmp_path / "run" / "last.pt")
+    assert system.verifier is not None and system.verifier.normalize
+    assert system.verifier.heads[0][0].in_features == 2 * config.latent_size

@@ -7,7 +7,7 @@ margin classification loss, and scores trials directly at test time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,6 +17,38 @@ from torch import Tensor, nn
 
 from e2espk.errors import ConfigError
 from e2espk.models.config import config_from_dict
+from e2espk.registry import Registry
+
+# Symmetric functions of a pair of embeddings that the verifier's heads read. "product" and
+# "absdiff" say how the two relate; "sum" also says where the pair sits in embedding space,
+# which lets the heads learn rules for regions of the training speakers.
+# Each takes ``out`` to write into a scoring buffer (no autograd there); without it, it is a
+# plain differentiable expression.
+PairFeature = Callable[..., Tensor]
+PAIR_FEATURES: Registry[PairFeature] = Registry("verifier pair feature")
+
+
+@PAIR_FEATURES.register("product")
+def _product(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    return a * b if out is None else torch.mul(a, b, out=out)
+
+
+@PAIR_FEATURES.register("absdiff")
+def _absdiff(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    return (a - b).abs() if out is None else torch.sub(a, b, out=out).abs_()
+
+
+@PAIR_FEATURES.register("sum")
+def _sum(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    return a + b if out is None else torch.add(a, b, out=out)
+
+
+@PAIR_FEATURES.register("sqdiff")
+def _sqdiff(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    return (a - b).square() if out is None else torch.sub(a, b, out=out).square_()
+
+
+DEFAULT_PAIR_FEATURES = ("product", "absdiff", "sum")
 
 
 @dataclass
@@ -30,6 +62,10 @@ class VerifierConfig:
     ndiscriminators: int = 1  # independent heads; scores average their logits
     normalize: bool = False  # L2-normalise embeddings before anything else
     seed: int = 0  # seed of the random projection (the buffer is saved in state_dict anyway)
+    features: tuple[str, ...] = DEFAULT_PAIR_FEATURES  # PAIR_FEATURES the heads read
+
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)  # YAML and checkpoints give lists
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for checkpoints and YAML."""
@@ -53,8 +89,8 @@ def _head(in_dim: int, hidden: int, n_hidden: int, dropout: float) -> nn.Sequent
 class PairVerifier(nn.Module):
     """Scores pairs of embeddings; symmetric by construction.
 
-    The pair features ``[a * b, |a - b|, a + b]`` are each symmetric in (a, b), so
-    ``forward(a, b) == forward(b, a)`` exactly, whatever the weights.
+    The pair features (``PAIR_FEATURES``, default ``[a * b, |a - b|, a + b]``) are each
+    symmetric in (a, b), so ``forward(a, b) == forward(b, a)`` exactly, whatever the weights.
 
     Args:
         embedding_dim: E, the embedding size.
@@ -65,6 +101,7 @@ class PairVerifier(nn.Module):
         ndiscriminators: independent heads (separate parameters) trained on the same pairs.
         normalize: L2-normalise embeddings first (makes scores independent of the norm).
         seed: seed for the random projection.
+        features: names of the pair features, concatenated in this order.
     """
 
     rproj: Tensor | None
@@ -79,6 +116,7 @@ class PairVerifier(nn.Module):
         ndiscriminators: int = 1,
         normalize: bool = False,
         seed: int = 0,
+        features: tuple[str, ...] | list[str] = DEFAULT_PAIR_FEATURES,
     ) -> None:
         super().__init__()
         if ndiscriminators < 1:
@@ -88,6 +126,11 @@ class PairVerifier(nn.Module):
                 "verifier sizes must be rproj_size >= 0, n_hidden >= 0, hidden_size >= 1; got "
                 f"{rproj_size}, {n_hidden}, {hidden_size}"
             )
+        if not features or len(set(features)) != len(features):
+            raise ConfigError(
+                f"verifier features must be distinct and not empty, got {list(features)}"
+            )
+        self.pair_features = [PAIR_FEATURES.get(name) for name in features]
         self.embedding_dim = embedding_dim
         self.normalize = normalize
         if rproj_size > 0:
@@ -96,7 +139,7 @@ class PairVerifier(nn.Module):
             self.register_buffer("rproj", matrix / rproj_size**0.5)
         else:
             self.rproj = None
-        feature_dim = 3 * (rproj_size or embedding_dim)
+        feature_dim = len(self.pair_features) * (rproj_size or embedding_dim)
         self.heads = nn.ModuleList(
             _head(feature_dim, hidden_size, n_hidden, dropout) for _ in range(ndiscriminators)
         )
@@ -119,7 +162,7 @@ class PairVerifier(nn.Module):
     def forward(self, emb_a: Tensor, emb_b: Tensor) -> Tensor:
         """``(N, E), (N, E)`` -> ``(N, ndiscriminators)`` logits of P(same speaker)."""
         a, b = self._prepare(emb_a), self._prepare(emb_b)
-        features = torch.cat([a * b, (a - b).abs(), a + b], dim=-1)
+        features = torch.cat([pair(a, b) for pair in self.pair_features], dim=-1)
         return torch.cat([head(features) for head in self.heads], dim=-1)
 
     def score(self, emb_a: Tensor, emb_b: Tensor) -> Tensor:
@@ -182,14 +225,13 @@ class PairVerifier(nn.Module):
     ) -> Tensor:
         chunk = chunk_size or (1024 if table_a.device.type == "cpu" else 65536)
         out = table_a.new_empty(idx_a.numel())
-        features = table_a.new_empty(chunk, 3 * table_a.shape[1])
+        features = table_a.new_empty(chunk, len(self.pair_features) * table_a.shape[1])
         hidden = self._hidden_buffers(chunk, table_a)
         for start, a, b in gathered_pair_chunks(table_a, table_b, idx_a, idx_b, chunk):
             n, dim = a.shape
             feats = features[:n]
-            torch.mul(a, b, out=feats[:, :dim])
-            torch.sub(a, b, out=feats[:, dim : 2 * dim]).abs_()
-            torch.add(a, b, out=feats[:, 2 * dim :])
+            for k, pair in enumerate(self.pair_features):
+                pair(a, b, out=feats[:, k * dim : (k + 1) * dim])
             scores = out[start : start + n].zero_()
             for head in self.heads:
                 scores.add_(_run_head_into(head, feats, hidden))

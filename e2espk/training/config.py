@@ -17,7 +17,7 @@ from e2espk.models.backbones import BACKBONES
 from e2espk.models.config import ModelConfig
 from e2espk.models.fusion import FUSIONS
 from e2espk.models.pooling import POOLINGS
-from e2espk.models.verification import VerifierConfig
+from e2espk.models.verification import DEFAULT_PAIR_FEATURES, PAIR_FEATURES, VerifierConfig
 from e2espk.scoring.scores import SCORE_TYPES
 from e2espk.training.margin_schedule import MarginSchedule
 from e2espk.training.optim import OPTIMIZERS, SCHEDULES
@@ -151,6 +151,15 @@ class TrainConfig:
     ndiscriminators: int = option(1, help="independent verification heads, averaged at scoring")
     rproj_size: int = option(
         0, help="fixed random projection of embeddings before the verifier (0: off)"
+    )
+    verifier_features: tuple[str, ...] = option(
+        DEFAULT_PAIR_FEATURES,
+        choices=PAIR_FEATURES.choices(),
+        help="pair features the verifier reads: product and absdiff relate the two embeddings, "
+        "sum also locates the pair in embedding space",
+    )
+    verifier_normalize: bool = option(
+        False, help="L2-normalise embeddings before the verifier (it then cannot use their norm)"
     )
     # losses
     softmax: str = option("aam_softmax", choices=MARGIN_HEADS.choices(), help="margin head")
@@ -363,7 +372,9 @@ class TrainConfig:
             dropout=self.dropout_prob if self.verifier_dropout is None else self.verifier_dropout,
             rproj_size=self.rproj_size,
             ndiscriminators=self.ndiscriminators,
+            normalize=self.verifier_normalize,
             seed=self.seed,
+            features=tuple(self.verifier_features),
         )
 
     def crop_seconds(self, layout: InputLayout) -> float:
