@@ -100,6 +100,12 @@ EXPERIMENTS: dict[str, System] = {
         TODAY_LEVERS, "--mode", "handcrafted", "--dropout-prob", "0.3", "--l2", "2e-4",
         note="x_handcrafted with dropout 0.3 and weight decay 2e-4 (0.1, 1e-5 before)",
     ),
+    "x_verifier": _variant(
+        TODAY_LEVERS, "--mode", "handcrafted", "--verifier-features", "product", "absdiff",
+        "--verifier-normalize",
+        note="x_handcrafted with a verifier that reads only how the two (L2-normalised) "
+        "embeddings relate, not where the pair sits (no a + b, no norm)",
+    ),
     "x_perturb": _variant(
         TODAY_LEVERS, "--mode", "handcrafted", "--speaker-perturb", "0.9", "1.1", "--epochs", "8",
         note="x_handcrafted + speaker augmentation: 0.9/1.1 speed copies of every speaker as new speakers "
