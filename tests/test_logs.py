@@ -119,3 +119,19 @@ def test_search_trials_keep_their_train_log(demo_hdf: dict[str, Path], tmp_path:
     assert hp_search(args) == 0
     log = (search / "trials" / "trial_000" / "train.log").read_text()
     assert "resolved config" in log and "epoch 0/1:" in log
+
+
+def test_console_shows_e2espk_info_but_not_other_libraries_info(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from e2espk.cli.common import setup_logging
+
+    setup_logging()
+    logging.getLogger("torch._subclasses.fake_tensor").info("FakeTensor cache stats:")
+    logging.getLogger("e2espk.training.trainer").info("epoch 0")
+    logging.getLogger("h5py").warning("a warning still shows")
+    err = capsys.readouterr().err
+    assert "epoch 0" in err and "a warning still shows" in err
+    assert "FakeTensor" not in err

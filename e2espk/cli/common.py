@@ -15,13 +15,13 @@ Main = Callable[[Sequence[str] | None], int]
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr; library modules only call ``logging.getLogger(__name__)``."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=LOG_FORMAT,
-        stream=sys.stderr,
-        force=True,
-    )
+    """Log to stderr; library modules only call ``logging.getLogger(__name__)``.
+
+    e2espk's own loggers log at INFO (DEBUG with ``verbose``); other libraries only from
+    WARNING up, so that e.g. torch's exit-time INFO statistics stay out of the console.
+    """
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT, stream=sys.stderr, force=True)
+    logging.getLogger("e2espk").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def interrupted(signum: int) -> int:
