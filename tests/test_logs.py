@@ -135,3 +135,21 @@ def test_console_shows_e2espk_info_but_not_other_libraries_info(
     err = capsys.readouterr().err
     assert "epoch 0" in err and "a warning still shows" in err
     assert "FakeTensor" not in err
+
+
+def test_help_into_a_closed_pipe_is_not_a_traceback() -> None:
+    """`hp_search_slurm.py --help | head` : the reader leaving early is not an error."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "hp_search_slurm.py", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # before the child has imported anything, let alone printed
+    err = child.stderr.read().decode()
+    child.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -46,6 +48,9 @@ def user_errors_exit_cleanly(main: Main) -> Main:
                 return interrupted(stop.signum)
             except KeyboardInterrupt:
                 return interrupted(2)
+            except BrokenPipeError:  # e.g. `train.py --help | head`: the reader left, not an error
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python docs' recipe
+                return 128 + signal.SIGPIPE
             except E2eSpkError as error:
                 if interrupts.requested():
                     return interrupted(interrupts.requested() or 2)
