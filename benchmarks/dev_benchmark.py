@@ -348,7 +348,7 @@ COMPACT_SCORES = ("cosine", "learned", "fused", "cosine_lda", "plda", "cosine_as
 
 def render_compact(rows: list[dict[str, Any]]) -> str:
     """One line per system and checkpoint: EER % (minDCF@0.01) of the main score types, the
-    mean over seeds; classical rows list their own scorers."""
+    mean over seeds [min-max]; classical rows list their own scorers."""
     groups: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
     for row in rows:
         key = (row["system"], row["checkpoint"])
@@ -361,9 +361,17 @@ def render_compact(rows: list[dict[str, Any]]) -> str:
         cells = []
         for name in names:
             values = np.array(scores[name])
-            cells.append(f"{name} {values[:, 0].mean():.2f} ({values[:, 1].mean():.3f})")
+            eers = values[:, 0]
+            spread = f" [{eers.min():.2f}-{eers.max():.2f}]" if len(values) > 1 else ""
+            cells.append(f"{name} {eers.mean():.2f}{spread} ({values[:, 1].mean():.3f})")
         lines.append([system, checkpoint, "; ".join(cells)])
     return table(["system", "checkpoint", "EER % (minDCF@0.01) per score"], lines)
+
+
+def parse_system(item: str, seeds: list[int]) -> tuple[str, list[int]]:
+    """``NAME`` (the --seeds) or ``NAME:0,1,2`` (its own seeds)."""
+    name, _, own = item.partition(":")
+    return name, [int(seed) for seed in own.split(",")] if own else seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("/tmp/devbench"), help="built corpus directory")
     parser.add_argument("--build", action="store_true", help="build the corpus first (if absent)")
     parser.add_argument("--work", type=Path, default=None, help="runs and logs (default DATA/runs)")
-    parser.add_argument("--systems", nargs="+", default=["classical", "peer", "today", "default"])
+    parser.add_argument(
+        "--systems", nargs="+", default=["classical", "peer", "today", "default"],
+        help="NAME or NAME:SEED,SEED,... (own seeds instead of --seeds)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--ablations", action="store_true", help="default recipe minus one lever each")
     parser.add_argument("--threads", type=int, default=2)
@@ -391,12 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     systems = {**SYSTEMS, **ABLATIONS}
-    unknown = [n for n in args.systems if n not in systems and n not in ("classical", "peer")]
+    wanted = [parse_system(item, args.seeds) for item in args.systems]
+    wanted += [(name, args.seeds) for name in ABLATIONS] if args.ablations else []
+    unknown = [n for n, _ in wanted if n not in systems and n not in ("classical", "peer")]
     if unknown:
         parser.error(f"unknown systems {unknown}; known: classical, peer, {', '.join(systems)}")
-    for name in args.systems + (list(ABLATIONS) if args.ablations else []):
+    for name, seeds in wanted:
         began = time.perf_counter()
-        for seed in args.seeds if name != "classical" else [0]:
+        for seed in seeds if name != "classical" else [0]:
             if name == "classical":
                 rows += classical_rows(data)
             elif name == "peer":
