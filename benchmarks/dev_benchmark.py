@@ -104,6 +104,12 @@ EXPERIMENTS: dict[str, System] = {
         TODAY_LEVERS, "--mode", "handcrafted", "--dropout-prob", "0.3", "--l2", "2e-4",
         note="x_handcrafted with dropout 0.3 and weight decay 2e-4 (0.1, 1e-5 before)",
     ),
+    "x_perturb_nocmn": _variant(
+        TODAY_LEVERS, "--mode", "handcrafted", "--speaker-perturb", "0.9", "1.1", "--epochs", "8",
+        "--cmvn", "none",
+        note="x_perturb without per-crop CMN: the utterance's mean spectrum (its formant envelope, "
+        "and the channel's EQ) stays in the input",
+    ),
     "x_verifier": _variant(
         TODAY_LEVERS, "--mode", "handcrafted", "--verifier-features", "product", "absdiff",
         "--verifier-normalize",
