@@ -374,6 +374,14 @@ def render_compact(rows: list[dict[str, Any]]) -> str:
     return table(["system", "checkpoint", "EER % (minDCF@0.01) per score"], lines)
 
 
+def corpus_summary(meta_path: Path) -> dict[str, Any] | None:
+    """The corpus's build facts without its per-utterance plan (megabytes; it stays in DATA)."""
+    if not meta_path.exists():
+        return None
+    meta = json.loads(meta_path.read_text())
+    return {k: v for k, v in meta.items() if k not in ("plan", "utterances", "synth_seconds")}
+
+
 def parse_system(item: str, seeds: list[int]) -> tuple[str, list[int]]:
     """``NAME`` (the --seeds) or ``NAME:0,1,2`` (its own seeds)."""
     name, _, own = item.partition(":")
@@ -432,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "timings_s": timings,
         "total_s": time.perf_counter() - started,
-        "corpus": json.loads(meta_path.read_text()) if meta_path.exists() else None,
+        "corpus": corpus_summary(meta_path),
         "environment": environment(),
     }
     write_json_atomic(args.out, report)
