@@ -23,6 +23,7 @@ sampler works unchanged over ``virtual_speaker_offsets`` and stays seeded and re
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,6 +91,7 @@ def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
     return 700.0 * np.expm1(np.asarray(mel, dtype=np.float64) / 1127.0)
 
 
+@functools.lru_cache(maxsize=64)  # a few (bands, factor, edges) per run; called per crop
 def mel_warp(
     n_bands: int, factor: float, mel_hz: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
