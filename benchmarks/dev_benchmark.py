@@ -121,6 +121,14 @@ EXPERIMENTS: dict[str, System] = {
         note="x_handcrafted + speaker augmentation: 0.9/1.1 speed copies of every speaker as new speakers "
         "(3x the speakers and the epoch; 8 epochs = 24 plain ones)",
     ),
+    "x_default_verifier": _variant(
+        DEFAULT, "--verifier-features", "product", "absdiff", "--verifier-normalize",
+        note="the default with x_verifier's verifier (product and |a - b| of normalised embeddings)",
+    ),
+    "x_perturb_wide": _variant(
+        DEFAULT, "--speaker-perturb", "0.85", "1.15",
+        note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",
+    ),
 }  # fmt: skip
 SYSTEMS.update(EXPERIMENTS)
 
@@ -467,6 +475,10 @@ ABLATIONS: dict[str, System] = {
     ),
     "no_speaker_perturb": _variant(
         DEFAULT, "--speaker-perturb", note="without speed-perturbed speaker copies"
+    ),
+    "no_absolute_pitch": _variant(
+        DEFAULT, "--cmvn-skip-streams",
+        note="per-crop CMN over the pitch stream too (as before 2026-12-02): its level is removed",
     ),
     "no_pair_loss": _variant(
         DEFAULT, "--pair-weight", "0", "--select-metric", "cosine/eer",

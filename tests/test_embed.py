@@ -28,7 +28,7 @@ def reference(checkpoint: Path, data: Path) -> tuple[list[str], list[str], np.nd
             1.0,
             64,
             "cpu",
-            system.cmvn,
+            system.normalization,
         )
         return corpus.utterances.tolist(), corpus.speakers[corpus.speaker_of].tolist(), embeddings
 

@@ -54,7 +54,7 @@ def test_interrupted_extraction_resumes_with_identical_embeddings(
     with Corpus(demo_hdf["valid"]) as corpus:
         rows = [*range(len(corpus) - 1, -1, -1), 3, 3]  # any order, repeats allowed
 
-        def run(model: torch.nn.Module, layout, cmvn: str) -> np.ndarray:  # type: ignore[no-untyped-def]
+        def run(model: torch.nn.Module, layout, cmvn) -> np.ndarray:  # type: ignore[no-untyped-def]
             with EmbeddingCache(cache, {"run": 1}, len(corpus)) as store:
                 return extract_embeddings(
                     model, corpus, layout, rows, 1.0, 4, "cpu", cmvn, cache=store, segment_size=3
@@ -65,16 +65,16 @@ def test_interrupted_extraction_resumes_with_identical_embeddings(
         assert full.model.calls > 4
         broken = counting_system(tiny_checkpoint, fail_after=full.model.calls - 2)
         with pytest.raises(KeyboardInterrupt):
-            run(broken.model, broken.layout, broken.cmvn)
+            run(broken.model, broken.layout, broken.normalization)
         with EmbeddingCache(cache, {"run": 1}, len(corpus)) as store:
             stored = int(store.done().sum())
         assert 0 < stored < len(corpus)  # finished segments were kept, the failing one was not
         resumed = counting_system(tiny_checkpoint)
-        again = run(resumed.model, resumed.layout, resumed.cmvn)
+        again = run(resumed.model, resumed.layout, resumed.normalization)
         np.testing.assert_allclose(again, uninterrupted, rtol=1e-6, atol=1e-6)
         assert 0 < resumed.model.calls < full.model.calls  # only the rest was embedded
         finished = counting_system(tiny_checkpoint)
-        np.testing.assert_array_equal(run(finished.model, finished.layout, finished.cmvn), again)
+        np.testing.assert_array_equal(run(finished.model, finished.layout, finished.normalization), again)
         assert finished.model.calls == 0
 
 

@@ -142,7 +142,7 @@ def test_out_of_range_features_are_named_and_not_cached(
         pytest.raises(InputDataError, match=match),
     ):
         extract_embeddings(system.model, corpus, system.layout, list(range(len(corpus))), 1.0, 8,
-                           "cpu", system.cmvn, cache=cache, segment_size=4)  # fmt: skip
+                           "cpu", system.normalization, cache=cache, segment_size=4)  # fmt: skip
     assert all(np.isfinite(stored).all() for stored in cached_embeddings(tmp_path))
 
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from e2espk.data.transforms import concatenated_columns as stream_columns  # noqa: F401 (API)
 from e2espk.errors import ConfigError
 
 SPECTRAL_STREAMS = frozenset({"mfbe", "mfcc"})  # frequency-like columns: masks apply
@@ -101,15 +102,6 @@ def _check_non_negative(name: str, value: float) -> None:
 def stage_rng(seed: int, stage: int) -> np.random.Generator:
     """The generator of one augmentation stage of the crop seeded ``seed``."""
     return np.random.default_rng([seed, stage])
-
-
-def stream_columns(names: Sequence[str], dims: Sequence[int]) -> dict[str, slice]:
-    """Where each of the concatenated handcrafted streams sits: name -> column slice."""
-    columns, start = {}, 0
-    for name, dim in zip(names, dims, strict=True):
-        columns[name] = slice(start, start + dim)
-        start += dim
-    return columns
 
 
 def draw_spans(rng: np.random.Generator, length: int, count: int, max_width: int) -> list[Span]:

@@ -43,7 +43,8 @@ class CropDataset(Dataset):
         corpus: the training corpus (pickled to workers without its handle).
         layout: which streams and dims the model reads.
         crop_seconds: span of every crop; shorter utterances are repeat-padded.
-        cmvn: normalisation of handcrafted frames: 'none', 'mean' or 'meanvar' (per crop).
+        cmvn: per-crop normalisation of the handcrafted frames (``transforms.Normalization``,
+            or a bare 'none' / 'mean' / 'meanvar' for every stream).
         augment: augmentation of the crops (``e2espk.data.augment``), drawn from the crop's
             seed; None (or all off) for plain crops.
         perturb: speaker augmentation (``e2espk.data.speaker_perturb``): rows past the corpus
@@ -55,18 +56,18 @@ class CropDataset(Dataset):
         corpus: Corpus,
         layout: InputLayout,
         crop_seconds: float,
-        cmvn: str = "mean",
+        cmvn: str | transforms.Normalization = "mean",
         augment: AugmentConfig | None = None,
         perturb: SpeakerPerturbation | None = None,
     ) -> None:
         self.corpus = corpus
         self.layout = layout
         self.crop_seconds = crop_seconds
-        self.normalize = transforms.CMVN.get(cmvn)
+        self.normalization = transforms.as_normalization(cmvn)
         self.augment = augment if augment is not None and augment.enabled else None
         self.perturb = perturb or SpeakerPerturbation()
         self.perturb.validate(layout.handcrafted_streams)
-        self.columns = augmentation.stream_columns(
+        self.columns = transforms.concatenated_columns(
             layout.handcrafted_streams,
             [corpus.streams[name].dims[0] for name in layout.handcrafted_streams],
         )
@@ -102,12 +103,13 @@ class CropDataset(Dataset):
         frames = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
         aug = self.augment
         if aug is None:
-            return self.normalize(frames)
+            return self.normalization.apply(frames, self.columns)
         frames = self._mix(row, frames, augmentation.stage_rng(seed, augmentation.MIX))
         rng = augmentation.stage_rng(seed, augmentation.GAIN_TILT)
         frames = augmentation.level_log_mel(frames, self.columns, aug, rng)
         rng = augmentation.stage_rng(seed, augmentation.SPEC_MASKS)
-        return augmentation.mask_spectral(self.normalize(frames), self.columns, aug, rng)
+        frames = self.normalization.apply(frames, self.columns)
+        return augmentation.mask_spectral(frames, self.columns, aug, rng)
 
     def _mix(self, row: int, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """With --spec-mix-prob, add a random crop of another speaker's log-mel as noise."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -37,3 +38,54 @@ def mean_normalization(frames: np.ndarray) -> np.ndarray:
 def mean_variance_normalization(frames: np.ndarray) -> np.ndarray:
     centred = frames - frames.mean(axis=0, keepdims=True)
     return centred / (frames.std(axis=0, keepdims=True) + 1e-5)
+
+
+ABSOLUTE_STREAMS = ("pitch",)  # left out of CMN by default: their level is the speaker's
+
+
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+    """Per-crop CMN/CMVN of the concatenated handcrafted frames, stream by stream.
+
+    CMN removes a stationary *channel* offset, which log-mel and MFCCs have and log F0 does not:
+    there the utterance mean is the speaker's pitch level, the one cue that separates two voices
+    of the same engine. So the streams in ``skip`` keep their values. Checkpoints written before
+    this existed normalised every column, which ``skip=()`` reproduces.
+    """
+
+    mode: str = "mean"
+    skip: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        CMVN.get(self.mode)  # a clear error for an unknown mode
+
+    def apply(self, frames: np.ndarray, columns: Mapping[str, slice]) -> np.ndarray:
+        """``frames`` with the columns of every stream not in ``skip`` normalised."""
+        normalize = CMVN.get(self.mode)
+        if self.mode == "none":
+            return frames
+        if not any(name in columns for name in self.skip):
+            return normalize(frames)
+        out = frames.copy()
+        for name, cols in columns.items():
+            if name not in self.skip:
+                out[:, cols] = normalize(frames[:, cols])
+        return out
+
+    def cache_key(self) -> str:
+        """What embedding caches key on: the mode alone when nothing is skipped (as before)."""
+        return self.mode if not self.skip else f"{self.mode}/skip={','.join(self.skip)}"
+
+
+def as_normalization(cmvn: str | Normalization) -> Normalization:
+    """A ``Normalization`` from itself or from a bare mode (every stream normalised)."""
+    return cmvn if isinstance(cmvn, Normalization) else Normalization(str(cmvn))
+
+
+def concatenated_columns(names: Sequence[str], dims: Sequence[int]) -> dict[str, slice]:
+    """Where each of the concatenated handcrafted streams sits: name -> column slice."""
+    columns, start = {}, 0
+    for name, dim in zip(names, dims, strict=True):
+        columns[name] = slice(start, start + dim)
+        start += dim
+    return columns

@@ -41,9 +41,9 @@ def _utterance_windows(
     row: int,
     window_seconds: float,
     hop_seconds: float,
-    cmvn: str,
+    cmvn: str | transforms.Normalization,
 ) -> Iterator[dict[str, np.ndarray]]:
-    normalize = transforms.CMVN.get(cmvn)
+    normalization = transforms.as_normalization(cmvn)
     utterance = str(corpus.utterances[row])
     whole = {
         name: require_finite(corpus.read(row, name), corpus.path, utterance, name)
@@ -51,7 +51,7 @@ def _utterance_windows(
     }
     for start in window_starts(utterance_seconds(corpus, layout, row), window_seconds, hop_seconds):
         window: dict[str, np.ndarray] = {}
-        parts = []
+        parts, names = [], []
         for name in layout.streams():
             spec = corpus.streams[name]
             if not spec.time_axis:
@@ -65,10 +65,11 @@ def _utterance_windows(
                 window["ptm"] = cut
             else:
                 parts.append(cut)
+                names.append(name)
         if parts:
-            window["handcrafted"] = normalize(
-                np.concatenate(parts, axis=1).astype(np.float32, copy=False)
-            )
+            columns = transforms.concatenated_columns(names, [part.shape[1] for part in parts])
+            frames = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
+            window["handcrafted"] = normalization.apply(frames, columns)
         yield window
 
 
@@ -81,7 +82,7 @@ def extract_embeddings(
     window_seconds: float = 4.0,
     batch_size: int = 64,
     device: torch.device | str = "cpu",
-    cmvn: str = "mean",
+    cmvn: str | transforms.Normalization = "mean",
     progress: bool = False,
     cache: EmbeddingCache | None = None,
     segment_size: int = 512,
@@ -105,8 +106,8 @@ def extract_embeddings(
 
 def _extract(
     model: torch.nn.Module, corpus: Corpus, layout: InputLayout, rows: Sequence[int],
-    window_seconds: float, batch_size: int, device: torch.device | str, cmvn: str,
-    progress: bool, cache: EmbeddingCache | None, segment_size: int,
+    window_seconds: float, batch_size: int, device: torch.device | str,
+    cmvn: str | transforms.Normalization, progress: bool, cache: EmbeddingCache | None, segment_size: int,
 ) -> np.ndarray:  # fmt: skip
     if cache is None:
         with progress_bar(total=len(rows), enabled=progress, desc="embedding", unit="utt") as bar:
@@ -147,7 +148,7 @@ def _embed_rows(
     window_seconds: float,
     batch_size: int,
     device: torch.device | str,
-    cmvn: str,
+    cmvn: str | transforms.Normalization,
     bar: tqdm,
 ) -> np.ndarray:
     """Windows of consecutive utterances batched together; each utterance's mean returned."""

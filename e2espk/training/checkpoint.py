@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from e2espk.data.features import InputLayout
+from e2espk.data.transforms import Normalization
 from e2espk.errors import InputDataError
 from e2espk.fileio import atomic_path
 
@@ -95,6 +96,12 @@ class EmbeddingSystem:
     def cmvn(self) -> str:
         return str(self.train_config.get("cmvn", "mean"))
 
+    @property
+    def normalization(self) -> Normalization:
+        """The training run's CMN; checkpoints from before ``cmvn_skip_streams`` skip nothing."""
+        skip = self.train_config.get("cmvn_skip_streams") or ()
+        return Normalization(self.cmvn, tuple(str(name) for name in skip))
+
     def embed(
         self,
         corpus: Any,
@@ -117,7 +124,7 @@ class EmbeddingSystem:
 
         window = window_seconds or float(self.train_config.get("valid_window_seconds", 4.0))
         rows = [int(r) for r in rows]
-        args = (self.model, corpus, self.layout, rows, window, batch_size, device, self.cmvn)
+        args = (self.model, corpus, self.layout, rows, window, batch_size, device, self.normalization)
         if cache_path is None:
             return extract_embeddings(*args, progress=progress)
         key = {
@@ -125,7 +132,7 @@ class EmbeddingSystem:
             "model_config": self.model.config.to_dict(),
             "layout": dataclasses.asdict(self.layout),
             "window_seconds": window,
-            "cmvn": self.cmvn,
+            "cmvn": self.normalization.cache_key(),
             "corpus": corpus_fingerprint(corpus),
         }
         with EmbeddingCache(cache_path, key, len(corpus)) as cache:

@@ -8,7 +8,7 @@ from e2espk.config import option
 from e2espk.data.augment import AugmentConfig
 from e2espk.data.features import FEATURE_MODES, MODES, InputLayout
 from e2espk.data.speaker_perturb import SpeakerPerturbation
-from e2espk.data.transforms import CMVN
+from e2espk.data.transforms import ABSOLUTE_STREAMS, CMVN, Normalization
 from e2espk.errors import ConfigError
 from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.losses.mining import PAIR_MINERS
@@ -59,6 +59,13 @@ class TrainConfig:
     )
     cmvn: str = option(
         "mean", choices=CMVN.names(), help="per-crop normalisation of handcrafted features"
+    )
+    cmvn_skip_streams: tuple[str, ...] = option(
+        ABSOLUTE_STREAMS,
+        allow_empty=True,
+        metavar="STREAM",
+        help="handcrafted streams --cmvn leaves as they are: the level of log F0 is the speaker's "
+        "pitch, not a channel offset (give the flag with no stream to normalise all, as before)",
     )
     batch_size: int = option(64, help="training batch: speakers x --utts-per-speaker crops")
     utts_per_speaker: int = option(2, help="utterances per speaker in a batch (K of P x K)")
@@ -325,6 +332,10 @@ class TrainConfig:
             self.margin_warmup_epochs,
             steps_per_epoch,
         )
+
+    def normalization(self) -> Normalization:
+        """The per-crop CMN of the handcrafted frames, for training, validation and eval."""
+        return Normalization(self.cmvn, tuple(str(name) for name in self.cmvn_skip_streams))
 
     def speaker_perturbation(self) -> SpeakerPerturbation:
         return SpeakerPerturbation(

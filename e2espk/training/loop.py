@@ -14,6 +14,7 @@ import torch
 from e2espk import interrupts
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout
+from e2espk.data.transforms import Normalization
 from e2espk.losses.joint import JointLoss
 from e2espk.progress import progress_bar
 from e2espk.scoring.embedding import extract_embeddings
@@ -159,7 +160,7 @@ def validate(
     device: torch.device,
     window_seconds: float,
     batch_size: int,
-    cmvn: str,
+    cmvn: str | Normalization,
     progress: bool = False,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
     """Embed each valid utterance once, score every trial; metrics as ``SCORE/METRIC``.

@@ -271,7 +271,12 @@ def build_run(config: TrainConfig) -> Run:
     valid = validation_set(config, layout)
     perturb = config.speaker_perturbation()
     dataset = CropDataset(
-        corpus, layout, config.crop_seconds(layout), config.cmvn, config.augment_config(), perturb
+        corpus,
+        layout,
+        config.crop_seconds(layout),
+        config.normalization(),
+        config.augment_config(),
+        perturb,
     )
     offsets = virtual_speaker_offsets(corpus.speaker_offsets, perturb.copies)
     sampler = SpeakerBatchSampler(offsets, config.batch_size, config.utts_per_speaker, config.seed)
@@ -343,7 +348,7 @@ def validate_model(
         run.opt.device,
         config.valid_window_seconds,
         config.valid_batch_size,
-        config.cmvn,
+        config.normalization(),
         config.progress,
     )
 
