@@ -28,8 +28,8 @@ def module_name(path: Path) -> str:
 
 
 def imported_modules(path: Path, known: set[str]) -> set[str]:
-    """Modules of the package that ``path`` imports (``from a import b`` counts ``a.b`` when
-    that is a module, else ``a``)."""
+    """Modules of the package that ``path`` imports (``from a import b, c`` counts ``a.b``
+    and ``a.c`` where those are modules, else ``a``)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
@@ -41,15 +41,14 @@ def imported_modules(path: Path, known: set[str]) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            targets = [f"{base}.{alias.name}" for alias in node.names] + [base]
+            targets = [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
-        for target in targets:
+        for target in targets:  # each imported name: its own module, else the nearest above
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 found.add(target)
-                break
     return found
 
 

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from e2espk.config import config_to_dict, option
+from e2espk.config import config_to_dict
 from e2espk.data import validation
-from e2espk.data.corpus import COMPRESSIONS, HANDCRAFTED_KIND, PTM_KIND, StreamSpec
+from e2espk.data.corpus import HANDCRAFTED_KIND, PTM_KIND, StreamSpec
+from e2espk.data.pack_config import PackConfig, PackReport
 from e2espk.data.part_writer import write_parts
 from e2espk.data.sources import (
     FeatureSource,
@@ -32,150 +33,6 @@ from e2espk.fileio import made_dir, write_json_atomic
 
 LOG = logging.getLogger(__name__)
 UNKNOWN_SPEAKER = "unknown"
-DEFAULT_FRAME_RATES = {PTM_KIND: 50.0}  # every other stream: 100 Hz (10 ms hop)
-
-
-@dataclasses.dataclass
-class PackConfig:
-    """Options of data_prep.py. Each stream may come from its own sources, joined by utterance id."""
-
-    ptm: list[str] = option(
-        default_factory=list,
-        help="sources of PTM hidden states [frames, layers, dims] (or pooled [layers, dims]): Kaldi dir, .scp, .pt dict, directory or manifest of per-utterance files; prefix kind: to force a reader",
-    )
-    mfbe: list[str] = option(
-        default_factory=list, help="sources of log-mel filterbank energies [frames, 80]"
-    )
-    mfcc: list[str] = option(default_factory=list, help="sources of MFCCs [frames, 40]")
-    pitch: list[str] = option(
-        default_factory=list, help="sources of pitch/F0 [frames] or [frames, k]"
-    )
-    stream: list[str] = option(
-        default_factory=list, help="other handcrafted streams as NAME=SOURCE"
-    )
-    path_to_data: list[str] = option(
-        default_factory=list,
-        help="Kaldi data dirs whose feats.scp feed --kaldi-stream and whose utt2spk give speakers",
-    )
-    more_data: list[str] = option(
-        default_factory=list, help="more Kaldi data dirs merged with --path-to-data"
-    )
-    kaldi_stream: str = option(
-        "mfbe", help="stream that the feats.scp of --path-to-data/--more-data fills"
-    )
-    utt2spk: list[str] = option(
-        default_factory=list,
-        help="speaker maps: utt2spk, spk2utt or a .pt dict {utt: spk}; default: those of the Kaldi dirs",
-    )
-    speaker_from_id: str | None = option(
-        None,
-        help="take the speaker as the part of the utterance id before this separator (e.g. '/' for VoxCeleb ids)",
-    )
-    unknown_speakers: bool = option(
-        False,
-        help="utterances without a speaker get speaker 'unknown' instead of failing (for blind test data)",
-    )
-    ptm_layers: str | None = option(
-        None, help="PTM layers to keep, e.g. '0,3,6-12' (indices into the stored layer axis)"
-    )
-    ptm_layout: str = option(
-        "TLD",
-        choices=["TLD", "LTD"],
-        help="axis order of PTM arrays: frames-layers-dims or layers-frames-dims",
-    )
-    ptm_model: str | None = option(
-        None, help="name of the pre-trained model (recorded in the file)"
-    )
-    ptm_dtype: str = option(
-        "float16", choices=["float16", "float32"], help="stored dtype of the PTM stream"
-    )
-    frame_rate: list[str] = option(
-        default_factory=list, help="NAME=HZ frame rates (default: ptm 50, others 100)"
-    )
-    duration_tolerance: float | None = option(
-        None,
-        help="largest allowed difference in seconds between the durations of an utterance's streams (default: 2 frames of the slowest stream)",
-    )
-    drop_incomplete: bool = option(
-        False, help="drop utterances missing from some stream instead of failing"
-    )
-    skip_bad: bool = option(
-        False,
-        help="skip (and report) utterances with NaN/Inf, empty or inconsistent features instead of failing",
-    )
-    min_recordings: int = option(1, help="drop speakers with fewer utterances than this")
-    split_by: str = option(
-        "none",
-        choices=SPLITTERS.names(),
-        help="write a train and a valid file split by held-out speakers or utterances",
-    )
-    valid_size: float = option(
-        0.1,
-        help="held-out share: a fraction (<1) or a count (>=1) of speakers, or of each speaker's utterances",
-    )
-    seed: int = option(0, help="seed of the split")
-    out_path: str = option(".", help="output directory")
-    out_name: str = option(
-        "corpus", help="output file stem: NAME.hdf, or NAME_train.hdf and NAME_valid.hdf"
-    )
-    compression: str = option("none", choices=list(COMPRESSIONS), help="HDF5 compression filter")
-    compression_level: int = option(4, help="gzip level 1-9")
-    chunk_seconds: float = option(
-        0.5,
-        help="seconds of frames per HDF5 chunk (random crops read about this granularity); 0: contiguous datasets, uncompressed only (faster crops, no edge padding)",
-    )
-    overwrite: bool = option(False, help="replace existing output files")
-    progress: bool = option(True, help="show a progress bar")
-
-    def stream_sources(self) -> dict[str, list[str]]:
-        """Stream name -> source specs, from every flag that names sources."""
-        streams: dict[str, list[str]] = {}
-        for name in (PTM_KIND, "mfbe", "mfcc", "pitch"):
-            if getattr(self, name):
-                streams[name] = list(getattr(self, name))
-        for item in self.stream:
-            name, sep, source = item.partition("=")
-            if not sep or not name or not source:
-                raise ConfigError(f"--stream expects NAME=SOURCE, got {item!r}")
-            streams.setdefault(name, []).append(source)
-        kaldi_dirs = [*self.path_to_data, *self.more_data]
-        if kaldi_dirs:
-            streams.setdefault(self.kaldi_stream, []).extend(f"kaldi:{d}" for d in kaldi_dirs)
-        canonical = [PTM_KIND, "mfbe", "mfcc", "pitch"]
-        streams = dict(
-            sorted(
-                streams.items(),
-                key=lambda item: (canonical.index(item[0]) if item[0] in canonical else 4, item[0]),
-            )
-        )
-        if not streams:
-            raise ConfigError(
-                "no feature sources given: use --ptm, --mfbe, --mfcc, --pitch, --stream or --path-to-data"
-            )
-        return streams
-
-    def frame_rates(self) -> dict[str, float]:
-        rates = dict(DEFAULT_FRAME_RATES)
-        for item in self.frame_rate:
-            name, _, value = item.partition("=")
-            try:
-                rates[name] = float(value)
-            except ValueError:
-                raise ConfigError(f"--frame-rate expects NAME=HZ, got {item!r}") from None
-        return rates
-
-
-@dataclasses.dataclass
-class PackReport:
-    """What a packing run did, saved as JSON beside the outputs."""
-
-    outputs: dict[str, str]
-    utterances: dict[str, int]
-    speakers: dict[str, int]
-    dropped_incomplete: int = 0
-    dropped_min_recordings: int = 0
-    skipped_bad: dict[str, str] = dataclasses.field(default_factory=dict)
-    streams: dict[str, dict] = dataclasses.field(default_factory=dict)
 
 
 def parse_layers(text: str | None) -> list[int] | None:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from e2espk import interrupts
 from e2espk.data import validation
 from e2espk.data.corpus import CorpusWriter, StreamSpec
+from e2espk.data.pack_config import PackConfig, PackReport
 from e2espk.errors import InputDataError
 from e2espk.progress import progress_bar
-
-if TYPE_CHECKING:
-    from e2espk.data.packing import PackConfig, PackReport
 
 
 def write_parts(

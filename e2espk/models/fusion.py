@@ -8,7 +8,7 @@ handcrafted frames.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,8 +17,16 @@ from torch import Tensor, nn
 from e2espk.errors import ConfigError
 from e2espk.registry import Registry
 
-if TYPE_CHECKING:
-    from e2espk.models.config import ModelConfig
+
+class FusionOptions(Protocol):
+    """The fusion options of a model config (``ModelConfig`` has them). A protocol rather than
+    ``ModelConfig`` itself: the config module imports this one to check fusion names."""
+
+    hidden_size: int  # channels C the fusion emits
+    attention_heads: int
+    fusion_direction: str
+    gate_granularity: str
+    dropout: float
 
 
 def align_streams(ptm: Tensor, handcrafted: Tensor) -> tuple[Tensor, Tensor]:
@@ -43,7 +51,7 @@ class Fusion(nn.Module):
     out_dim: int
 
     @classmethod
-    def from_config(cls, ptm_dim: int, hc_dim: int, config: ModelConfig) -> Fusion:
+    def from_config(cls, ptm_dim: int, hc_dim: int, config: FusionOptions) -> Fusion:
         """Build from the model config; subclasses pick the options they use."""
         return cls(ptm_dim, hc_dim, config.hidden_size)
 
@@ -112,7 +120,7 @@ class CrossAttentionFusion(Fusion):
             self.out_proj = nn.Conv1d(2 * out_dim, out_dim, 1)
 
     @classmethod
-    def from_config(cls, ptm_dim: int, hc_dim: int, config: ModelConfig) -> Fusion:
+    def from_config(cls, ptm_dim: int, hc_dim: int, config: FusionOptions) -> Fusion:
         return cls(
             ptm_dim,
             hc_dim,
@@ -159,7 +167,7 @@ class GatingFusion(Fusion):
         self.last_gate: Tensor | None = None  # (B, 1 or C, T), share given to the PTM stream
 
     @classmethod
-    def from_config(cls, ptm_dim: int, hc_dim: int, config: ModelConfig) -> Fusion:
+    def from_config(cls, ptm_dim: int, hc_dim: int, config: FusionOptions) -> Fusion:
         return cls(ptm_dim, hc_dim, config.hidden_size, granularity=config.gate_granularity)
 
     def forward(self, ptm: Tensor, handcrafted: Tensor) -> Tensor:
