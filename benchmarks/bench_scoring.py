@@ -35,9 +35,9 @@ from tqdm import tqdm
 from e2espk.data.corpus import Corpus, CorpusWriter, StreamSpec
 from e2espk.data.features import resolve_layout
 from e2espk.fileio import write_json_atomic
+from e2espk.inference.extraction import extract_embeddings
 from e2espk.models.speaker_model import build_speaker_model
 from e2espk.models.verification import build_pair_verifier, gathered_pair_chunks
-from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.scores import cosine_scores, learned_scores
 from e2espk.training.config import TrainConfig
 

@@ -11,7 +11,7 @@ from e2espk.data.features import resolve_layout
 from e2espk.data.loader import CropDataset
 from e2espk.data.transforms import Normalization, as_normalization, concatenated_columns
 from e2espk.errors import E2eSpkError
-from e2espk.scoring.embedding import _utterance_windows
+from e2espk.inference.extraction import _utterance_windows
 from e2espk.training.checkpoint import EmbeddingSystem
 from e2espk.training.config import TrainConfig
 from tests.test_loader import clock_corpus

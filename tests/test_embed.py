@@ -13,7 +13,7 @@ import torch
 
 from e2espk.cli.embed import main as embed_main
 from e2espk.data.corpus import Corpus
-from e2espk.scoring.embedding import extract_embeddings
+from e2espk.inference.extraction import extract_embeddings
 from e2espk.training.checkpoint import load_embedding_system
 
 

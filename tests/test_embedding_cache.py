@@ -17,8 +17,8 @@ from e2espk.cli.embed import main as embed_main
 from e2espk.cli.eval import main as eval_main
 from e2espk.data.corpus import Corpus
 from e2espk.errors import InputDataError
-from e2espk.scoring.embedding import extract_embeddings
-from e2espk.scoring.embedding_cache import EmbeddingCache, model_fingerprint
+from e2espk.inference.embedding_cache import EmbeddingCache, model_fingerprint
+from e2espk.inference.extraction import extract_embeddings
 from e2espk.training.checkpoint import EmbeddingSystem, load_embedding_system
 
 

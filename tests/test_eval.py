@@ -15,8 +15,8 @@ import pytest
 from e2espk.cli.eval import main as eval_main
 from e2espk.data.corpus import Corpus
 from e2espk.errors import InputDataError
+from e2espk.inference.extraction import window_starts
 from e2espk.scoring.asnorm import as_norm, top_n_statistics
-from e2espk.scoring.embedding import window_starts
 from e2espk.scoring.metrics import compute_eer
 from e2espk.scoring.trials import read_trials
 

@@ -8,7 +8,7 @@ import pytest
 
 from e2espk.cli.eval import main as eval_main
 from e2espk.data.corpus import Corpus
-from e2espk.scoring import evaluation
+from e2espk.pipelines import evaluation
 
 
 def source_args(checkpoint: Path, corpus: Path, out: Path, *streams: str) -> list[str]:

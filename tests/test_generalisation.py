@@ -17,7 +17,7 @@ from e2espk.errors import ConfigError
 from e2espk.losses import MARGIN_HEADS, JointLoss, PairLossOptions, mine_pairs, pair_loss
 from e2espk.losses.mining import hard_pairs, semi_hard_pairs
 from e2espk.models import PairVerifier
-from e2espk.scoring.evaluation import EvalConfig, run_evaluation
+from e2espk.pipelines.evaluation import EvalConfig, run_evaluation
 from e2espk.training import trainer as trainer_module
 from e2espk.training.average import average_checkpoints, recent_checkpoints
 from e2espk.training.checkpoint import load_checkpoint, load_embedding_system

@@ -24,3 +24,31 @@ def test_the_package_graph_sees_imports_inside_functions() -> None:
     # cli/train.py imports training lazily or not: either way cli reaches training
     assert "e2espk.training" in edges["e2espk.cli"]
     assert "e2espk.cli" not in {t for targets in edges.values() for t in targets}
+
+
+def test_e2espk_has_no_import_cycle_between_packages_or_modules() -> None:
+    for level in ("packages", "modules"):
+        assert import_graph.cycles(import_graph.graph(level)) == [], level
+
+
+def test_the_layers_point_one_way() -> None:
+    """cli -> (search -> training) / pipelines -> inference -> models, losses, scoring, data."""
+    edges = import_graph.graph("packages")
+    above = {
+        "e2espk.inference": {"e2espk.training", "e2espk.pipelines", "e2espk.search", "e2espk.cli"},
+        "e2espk.pipelines": {"e2espk.training", "e2espk.search", "e2espk.cli"},
+        "e2espk.training": {"e2espk.pipelines", "e2espk.search", "e2espk.cli"},
+    }
+    below = {"e2espk.models", "e2espk.losses", "e2espk.scoring", "e2espk.data"}
+    for package in below:
+        above[package] = {"e2espk.inference", *above["e2espk.inference"]}
+    for package, forbidden in above.items():
+        assert not edges[package] & forbidden, package
+
+
+def test_the_script_fails_on_a_cycle(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(import_graph, "graph", lambda level: {"a": {"b"}, "b": {"a"}})
+    assert import_graph.main([]) == 1
+    assert "CYCLE: a <-> b" in capsys.readouterr().out
+    monkeypatch.setattr(import_graph, "graph", lambda level: {"a": {"b"}, "b": set()})
+    assert import_graph.main(["--modules"]) == 0

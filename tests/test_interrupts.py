@@ -30,7 +30,7 @@ EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # runs a CLI with each utterance's embedding slowed down, so a signal lands mid-extraction
 SLOW_EMBEDDING = """
 import pathlib, sys, time
-import e2espk.scoring.embedding as embedding
+import e2espk.inference.extraction as embedding
 original = embedding._utterance_windows
 def slow(*args, **kwargs):
     pathlib.Path(sys.argv[1]).touch()

@@ -20,8 +20,8 @@ from e2espk.data.corpus import Corpus, utterance_path
 from e2espk.data.features import resolve_layout
 from e2espk.data.loader import CropDataset
 from e2espk.errors import InputDataError
-from e2espk.scoring import evaluation
-from e2espk.scoring.embedding import extract_embeddings
+from e2espk.inference.extraction import extract_embeddings
+from e2espk.pipelines import evaluation
 from e2espk.training.checkpoint import load_embedding_system
 
 ROW = 3  # the utterance that gets corrupted
@@ -123,7 +123,7 @@ def test_a_training_crop_names_file_utterance_and_stream(corrupt_valid: tuple[Pa
 def test_out_of_range_features_are_named_and_not_cached(
     demo_hdf: dict[str, Path], tiny_checkpoint: Path, tmp_path: Path
 ) -> None:
-    from e2espk.scoring.embedding_cache import EmbeddingCache
+    from e2espk.inference.embedding_cache import EmbeddingCache
 
     path = tmp_path / "valid.hdf"
     shutil.copy(demo_hdf["valid"], path)

@@ -2,113 +2,24 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
-
-import numpy as np
 
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
-from e2espk.config import option, parse_config
-from e2espk.data.corpus import Corpus
-from e2espk.data.features import check_compatible
-from e2espk.errors import ConfigError, InputDataError, preview
-from e2espk.fileio import write_text_atomic
-from e2espk.scoring.export import (
-    EMBEDDING_WRITERS,
-    format_of,
-    require_finite,
-    speaker_mean_embeddings,
-)
-from e2espk.scoring.trials import match_utterances
-from e2espk.training.checkpoint import load_embedding_system
+from e2espk.config import parse_config
+from e2espk.pipelines.embedding_export import EmbedConfig, export_embeddings, selected_rows
 
-
-@dataclasses.dataclass
-class EmbedConfig:
-    """Options of embed.py."""
-
-    cp_path: str = option("", help="checkpoint from train.py")
-    data: str = option("", help="corpus to embed (e2espk HDF5)")
-    out: str = option(
-        "embeddings.h5",
-        help="output file; its suffix picks the format (.h5/.hdf5, .npz, .ark, .pt) unless --format is given",
-    )
-    format: str | None = option(None, choices=EMBEDDING_WRITERS.choices(), help="output format")
-    utt_list: str | None = option(
-        None, help="only the utterances listed in this file (first column)"
-    )
-    speaker_means: bool = option(
-        False, help="also write per-speaker mean embeddings (OUT with suffix .spk)"
-    )
-    window_seconds: float | None = option(
-        None, help="window length for long utterances (default: the training validation window)"
-    )
-    batch_size: int = option(64, help="windows per batch")
-    resume: bool = option(
-        True,
-        help="keep embeddings in OUT.cache.h5 while extracting, so an interrupted run resumes there; the file is removed once the output is written",
-    )
-    device: str = option("auto", help="auto, cpu, cuda, ...")
-    progress: bool = option(True, help="progress bar")
-
-
-def selected_rows(corpus: Corpus, utt_list: str | None) -> np.ndarray:
-    if utt_list is None:
-        return np.arange(len(corpus))
-    path = Path(utt_list)
-    if not path.is_file():
-        raise InputDataError(path, "utterance list not found")
-    wanted = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    mapping = match_utterances(wanted, corpus.utterances.tolist(), path)
-    missing = set(wanted) - mapping.keys()
-    if missing:
-        raise InputDataError(path, f"{preview(missing)} utterance(s) are not in {corpus.path}")
-    return np.array(sorted({corpus.utterance_row(mapping[u]) for u in wanted}))
+__all__ = ["EmbedConfig", "main", "selected_rows"]
 
 
 @user_errors_exit_cleanly
 def main(argv: Sequence[str] | None = None) -> int:
-    from e2espk.training.trainer import resolve_device
-
     setup_logging()
     config = parse_config(EmbedConfig, argv, description=__doc__, prog="embed.py")
-    if not config.cp_path or not config.data:
-        raise ConfigError("--cp-path and --data are required")
-    device = resolve_device(config.device)
-    system = load_embedding_system(config.cp_path, device)
-    corpus = Corpus(config.data)
-    check_compatible(system.layout, corpus)
-    out = Path(config.out)
-    fmt = format_of(out, config.format)
-    rows = selected_rows(corpus, config.utt_list)
-    cache = out.with_name(out.name + ".cache.h5")
-    embeddings = system.embed(
-        corpus,
-        rows,
-        config.window_seconds,
-        config.batch_size,
-        device,
-        config.progress,
-        cache if config.resume else None,
-    )
-    ids = corpus.utterances[rows].tolist()
-    speakers = corpus.speakers[corpus.speaker_of[rows]].tolist()
-    require_finite(out, ids, embeddings)
-    written = EMBEDDING_WRITERS.get(fmt)(out, ids, speakers, embeddings)
-    utt2spk = write_text_atomic(
-        out.with_name(out.stem + ".utt2spk"),
-        "".join(f"{u} {s}\n" for u, s in zip(ids, speakers, strict=True)),
-    )
+    report = export_embeddings(config)
     print(
-        f"{len(ids)} embeddings of dim {embeddings.shape[1]} -> {written} ({fmt}), utt2spk -> {utt2spk}"
+        f"{report.utterances} embeddings of dim {report.dim} -> {report.embeddings} "
+        f"({report.format}), utt2spk -> {report.utt2spk}"
     )
-    if config.speaker_means:
-        names, means = speaker_mean_embeddings(speakers, embeddings)
-        spk_out = out.with_name(out.stem + ".spk" + out.suffix)
-        print(
-            f"{len(names)} speaker means -> {EMBEDDING_WRITERS.get(fmt)(spk_out, names, names, means)}"
-        )
-    for leftover in (cache, cache.with_name(cache.name + ".lock")):
-        leftover.unlink(missing_ok=True)  # everything the cache held is in the outputs now
+    if report.speaker_means is not None:
+        print(f"{report.speaker_means[0]} speaker means -> {report.speaker_means[1]}")
     return 0

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import parse_config
-from e2espk.scoring.evaluation import EvalConfig, EvalReport, run_evaluation
+from e2espk.pipelines.evaluation import EvalConfig, EvalReport, run_evaluation
 
 
 def format_table(report: EvalReport) -> str:

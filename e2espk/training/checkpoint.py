@@ -3,59 +3,36 @@
 A checkpoint holds everything to resume training (model, verifier, head, optimizer, schedule,
 AMP scaler, RNG states, epoch, step, best metric, history) and everything to rebuild the
 embedding model on its own (model config, input layout, verifier config), so eval and embed
-need nothing but the file.
+need nothing but the file. Reading and writing the file, and rebuilding the system from it,
+live in the inference layer (``e2espk.inference``); this module adds what only training needs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from e2espk.data.features import InputLayout
-from e2espk.data.transforms import Normalization
-from e2espk.errors import InputDataError
-from e2espk.fileio import atomic_path
+from e2espk.inference.checkpoint_file import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    save_checkpoint,
+)
+from e2espk.inference.system import EmbeddingSystem, load_embedding_system
 
-if TYPE_CHECKING:
-    from e2espk.models.speaker_model import SpeakerEmbeddingModel
-    from e2espk.scoring.score_fusion import LogisticFusion
-
-CHECKPOINT_FORMAT = "e2espk-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """torch.save ``payload`` (plus format tags) to a temp file, then rename it into place."""
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **payload}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint; clear errors for missing, foreign or newer files."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError(path, "checkpoint not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:
-        raise InputDataError(
-            path, f"cannot read checkpoint ({type(error).__name__}: {error})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise InputDataError(path, "not an e2espk checkpoint")
-    if int(payload.get("version", 0)) > CHECKPOINT_VERSION:
-        raise InputDataError(
-            path,
-            f"checkpoint version {payload['version']} is newer than this e2espk reads ({CHECKPOINT_VERSION})",
-        )
-    return payload
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "EmbeddingSystem",
+    "load_checkpoint",
+    "load_embedding_system",
+    "restore_rng_state",
+    "rng_state",
+    "save_checkpoint",
+]
 
 
 def rng_state() -> dict[str, Any]:
@@ -77,108 +54,3 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if isinstance(cuda, torch.Tensor) and torch.cuda.is_available():
         torch.cuda.set_rng_state(cuda.cpu())  # older checkpoints stored a list per GPU: skipped
-
-
-@dataclasses.dataclass
-class EmbeddingSystem:
-    """What eval and embed need from a checkpoint: no classification head, no optimizer."""
-
-    model: SpeakerEmbeddingModel
-    verifier: torch.nn.Module | None
-    layout: InputLayout
-    train_config: dict[str, Any]
-    epoch: int
-    # fitted on the validation trials by train.py; None in checkpoints from before it was
-    # stored, which then fuse by the z-normalised mean (e2espk.scoring.scores.fuse)
-    score_fusion: LogisticFusion | None = None
-
-    @property
-    def cmvn(self) -> str:
-        return str(self.train_config.get("cmvn", "mean"))
-
-    @property
-    def normalization(self) -> Normalization:
-        """The training run's CMN; checkpoints from before ``cmvn_skip_streams`` skip nothing."""
-        skip = self.train_config.get("cmvn_skip_streams") or ()
-        return Normalization(self.cmvn, tuple(str(name) for name in skip))
-
-    def embed(
-        self,
-        corpus: Any,
-        rows: Any,
-        window_seconds: float | None = None,
-        batch_size: int = 64,
-        device: str | torch.device = "cpu",
-        progress: bool = False,
-        cache_path: str | Path | None = None,
-    ) -> Any:
-        """Embeddings of ``rows`` of ``corpus`` with this model's input layout and CMN; windows
-        default to the length the model was validated with. With ``cache_path``, extraction
-        resumes from (and adds to) that embedding cache (``e2espk.scoring.embedding_cache``)."""
-        from e2espk.scoring.embedding import extract_embeddings
-        from e2espk.scoring.embedding_cache import (
-            EmbeddingCache,
-            corpus_fingerprint,
-            model_fingerprint,
-        )
-
-        window = window_seconds or float(self.train_config.get("valid_window_seconds", 4.0))
-        rows = [int(r) for r in rows]
-        args = (self.model, corpus, self.layout, rows, window, batch_size, device, self.normalization)
-        if cache_path is None:
-            return extract_embeddings(*args, progress=progress)
-        key = {
-            "model": model_fingerprint(self.model),
-            "model_config": self.model.config.to_dict(),
-            "layout": dataclasses.asdict(self.layout),
-            "window_seconds": window,
-            "cmvn": self.normalization.cache_key(),
-            "corpus": corpus_fingerprint(corpus),
-        }
-        with EmbeddingCache(cache_path, key, len(corpus)) as cache:
-            return extract_embeddings(*args, progress=progress, cache=cache)
-
-
-def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") -> EmbeddingSystem:
-    """Rebuild the embedding model (and verification network) from a checkpoint alone."""
-    from e2espk.models.config import ModelConfig
-    from e2espk.models.speaker_model import build_speaker_model
-    from e2espk.models.verification import VerifierConfig, build_pair_verifier
-    from e2espk.scoring.metrics import ScoringInputError
-    from e2espk.scoring.score_fusion import LogisticFusion
-
-    payload = load_checkpoint(path, "cpu")
-    try:
-        model_config = ModelConfig.from_dict(payload["model_config"])
-        model = build_speaker_model(model_config)
-        model.load_state_dict(payload["model"])
-        verifier = None
-        if payload.get("verifier") is not None:
-            verifier = build_pair_verifier(
-                VerifierConfig.from_dict(payload["verifier_config"]), model_config.latent_size
-            )
-            verifier.load_state_dict(payload["verifier"])
-        fusion = payload.get("score_fusion")
-        score_fusion = None if fusion is None else LogisticFusion.from_dict(fusion)
-    except (KeyError, RuntimeError, ScoringInputError) as error:
-        raise InputDataError(
-            path, f"checkpoint does not match this e2espk's models ({error})"
-        ) from None
-    modules = {"model": model, "verifier": verifier}
-    for part, module in modules.items():
-        for name, tensor in module.state_dict().items() if module is not None else ():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise InputDataError(
-                    path, f"{part} weight {name!r} holds NaN/Inf values: the checkpoint is corrupt"
-                )
-    model.to(device).eval()
-    if verifier is not None:
-        verifier.to(device).eval()
-    return EmbeddingSystem(
-        model,
-        verifier,
-        InputLayout.from_dict(payload["layout"]),
-        payload["train_config"],
-        int(payload["epoch"]),
-        score_fusion if verifier is not None else None,
-    )

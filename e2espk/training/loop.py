@@ -15,9 +15,9 @@ from e2espk import interrupts
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.transforms import Normalization
+from e2espk.inference.extraction import extract_embeddings
 from e2espk.losses.joint import JointLoss
 from e2espk.progress import progress_bar
-from e2espk.scoring.embedding import extract_embeddings
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.scores import score_all

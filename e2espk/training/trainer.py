@@ -25,6 +25,7 @@ from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout, check_compatible, resolve_layout
 from e2espk.data.loader import CropDataset, SpeakerBatchSampler, training_loader
 from e2espk.data.speaker_perturb import virtual_speaker_offsets
+from e2espk.device import resolve_device
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic, write_text_atomic
 from e2espk.logfile import log_to_file
@@ -48,12 +49,7 @@ from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
 from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
 from e2espk.training.runlog import epoch_line, log_run_header
-from e2espk.training.runtime import (
-    resolve_amp,
-    resolve_device,
-    seed_everything,
-    torch_threads,
-)
+from e2espk.training.runtime import resolve_amp, seed_everything, torch_threads
 
 LOG = logging.getLogger(__name__)
 

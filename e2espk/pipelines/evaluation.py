@@ -18,100 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from e2espk import __version__
-from e2espk.config import option
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout, check_compatible
-from e2espk.data.packing import PackConfig, input_signature, pack_corpus
+from e2espk.data.pack_config import PackConfig
+from e2espk.data.packing import input_signature, pack_corpus
+from e2espk.device import resolve_device
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import atomic_path, made_dir, write_json_atomic
+from e2espk.inference.system import EmbeddingSystem, load_embedding_system
 from e2espk.logfile import format_metric, log_to_file
-from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS
+from e2espk.pipelines.eval_config import EvalConfig
+from e2espk.pipelines.trial_scoring import score_trials
 from e2espk.scoring.calibration import LogisticCalibration
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.plots import plot_det, plot_score_histograms
-from e2espk.scoring.trial_scoring import score_trials
 from e2espk.scoring.trials import Trials, build_trials, match_utterances, read_trials
-from e2espk.training.checkpoint import load_embedding_system
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class EvalConfig:
-    """Options of eval.py."""
-
-    cp_path: str = option(
-        "", help="checkpoint (best.pt/last.pt) from train.py; it rebuilds the model alone"
-    )
-    test_hdf_file: str | None = option(None, help="test corpus (e2espk HDF5)")
-    test_data: list[str] = option(
-        default_factory=list,
-        help="test features straight from their sources instead of HDF5, as NAME=SOURCE (e.g. ptm=emb.pt mfbe=kaldi:data/test pitch=kaldi:data/test:pitch.scp)",
-    )
-    test_utt2spk: str | None = option(
-        None,
-        help="speaker map for --test-data (default: the Kaldi dir's utt2spk; else speakers are unknown)",
-    )
-    trials_path: str | None = option(
-        None,
-        help="trial list: Kaldi 'enroll test target|nontarget', VoxCeleb '1|0 enroll test', or unlabeled 'enroll test'; default: built from the test file's speakers",
-    )
-    out_path: str = option("scores", help="output directory: score files, results.json, plots")
-    skip_missing: bool = option(
-        False,
-        help="drop trials naming utterances absent from the test data (reported) instead of failing",
-    )
-    trials_nontarget_ratio: float = option(
-        3.0, help="built trials: non-target pairs per target pair"
-    )
-    trials_max_target: int | None = option(
-        None, help="built trials: at most this many target pairs"
-    )
-    window_seconds: float | None = option(
-        None,
-        help="embed long utterances in windows of this length, averaged (default: the training validation window)",
-    )
-    batch_size: int = option(64, help="windows per embedding batch (caps memory)")
-    embedding_cache: bool = option(
-        True,
-        help="keep extracted embeddings in OUT/embedding_cache/ (test and cohort): an interrupted eval resumes there, and a re-run with other trials or AS-norm settings skips extraction",
-    )
-    cohort_hdf_file: str | None = option(
-        None, help="corpus of cohort speakers (e.g. the training file): enables AS-norm"
-    )
-    cohort_max_utterances: int = option(
-        5000, help="cohort: at most this many utterances (seeded sample), averaged per speaker"
-    )
-    cohort_top_n: int = option(300, help="AS-norm: top-N cohort scores per side")
-    backend_hdf_file: str | None = option(
-        None,
-        help="labelled corpus (typically the training file) whose embeddings fit the scoring back-ends: adds the score types cosine_mean, cosine_lda, plda",
-    )
-    backends: list[str] = option(
-        default_factory=list,
-        choices=BACKENDS.choices(),
-        help=f"back-ends to fit on --backend-hdf-file (default: all, {' '.join(DEFAULT_BACKENDS)})",
-    )
-    backend_max_utterances: int = option(
-        20000, help="back-ends: at most this many utterances of --backend-hdf-file (seeded sample)"
-    )
-    lda_dim: int | None = option(
-        None, help="LDA back-end output dimension (default: min(150, speakers - 1, embedding dim))"
-    )
-    p_targets: list[float] = option(
-        default_factory=lambda: [0.01, 0.05], help="P_target values of minDCF (C_miss = C_fa = 1)"
-    )
-    c_primary: bool = option(False, help="also report C_primary (mean minDCF at 0.01 and 0.005)")
-    calibration_trials: str | None = option(
-        None,
-        help="held-out labelled trials (over the same test data) to fit a logistic calibration; then actDCF and Cllr are reported",
-    )
-    plots: bool = option(True, help="write a DET curve and score histograms (PNG)")
-    seed: int = option(0, help="seed of built trials and the cohort sample")
-    device: str = option("auto", help="auto, cpu, cuda, ...")
-    progress: bool = option(True, help="progress bars")
 
 
 @dataclasses.dataclass
@@ -308,8 +234,6 @@ def evaluation_inputs(config: EvalConfig, corpus: Corpus) -> dict[str, str | Non
 def run_evaluation(config: EvalConfig) -> EvalReport:
     """Score the trials and write score files, results.json, eval.log and plots under
     ``out_path``. Inputs are checked before the directory is created."""
-    from e2espk.training.trainer import resolve_device
-
     if not config.cp_path:
         raise ConfigError("--cp-path is required")
     if config.backends and not config.backend_hdf_file:
@@ -332,7 +256,7 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
 
 
 def _resolve_inputs(
-    config: EvalConfig, corpus: Corpus, system: Any
+    config: EvalConfig, corpus: Corpus, system: EmbeddingSystem
 ) -> tuple[Corpus, Trials, Trials, int, list[Trials]]:
     check_compatible(system.layout, corpus)
     trials, given, skipped = resolve_trials(config, corpus, config.trials_path)
@@ -346,7 +270,7 @@ def _resolve_inputs(
 
 
 def _evaluate(
-    config: EvalConfig, system: Any, device: Any, out: Path, corpus: Corpus, trials: Trials,
+    config: EvalConfig, system: EmbeddingSystem, device: torch.device, out: Path, corpus: Corpus, trials: Trials,
     given: Trials, skipped: int, trial_sets: list[Trials],
 ) -> EvalReport:  # fmt: skip
     inputs = evaluation_inputs(config, corpus)

@@ -21,8 +21,8 @@ from e2espk.data.features import InputLayout
 from e2espk.data.loader import utterance_seconds
 from e2espk.data.validation import require_finite
 from e2espk.errors import InputDataError, preview
+from e2espk.inference.embedding_cache import EmbeddingCache
 from e2espk.progress import progress_bar
-from e2espk.scoring.embedding_cache import EmbeddingCache
 
 LOG = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,15 +19,13 @@ from e2espk.data.corpus import Corpus
 from e2espk.data.features import check_compatible
 from e2espk.errors import InputDataError
 from e2espk.fileio import write_json_atomic
+from e2espk.inference.system import EmbeddingSystem
+from e2espk.pipelines.eval_config import EvalConfig
 from e2espk.scoring import asnorm
 from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS, Backend
 from e2espk.scoring.metrics import ScoringInputError
 from e2espk.scoring.scores import fuse, score_all
 from e2espk.scoring.trials import Trials
-from e2espk.training.checkpoint import EmbeddingSystem
-
-if TYPE_CHECKING:
-    from e2espk.scoring.evaluation import EvalConfig
 
 LOG = logging.getLogger(__name__)
 
