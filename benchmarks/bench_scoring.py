@@ -12,8 +12,8 @@
    nothing else (random reads from a 115 MB table); for the learned distance, the verifier's
    matrix-product FLOPs per pair at the float32 GEMM peak of a 4096 x 4096 matmul. The floor
    caps the speedup any exact batched path can reach against the loop on this machine.
-2. Embedding extraction (``extract_embeddings``, 4-s windows, batches of 64) with the default
-   model of train.py (fusion concat, ECAPA-TDNN 512, attentive statistics, 192-d) on utterances
+2. Embedding extraction (``e2espk.inference.extraction.extract``, 4-s windows, batches of 64)
+   with the default model of train.py (fusion concat, ECAPA-TDNN 512, attentive statistics, 192-d) on utterances
    of 4-8 s with PTM 13 x 768 float16 + 81 handcrafted dims, in utterances/s on this CPU.
 """
 
@@ -34,8 +34,10 @@ from tqdm import tqdm
 
 from e2espk.data.corpus import Corpus, CorpusWriter, StreamSpec
 from e2espk.data.features import resolve_layout
+from e2espk.data.transforms import Normalization
 from e2espk.fileio import write_json_atomic
-from e2espk.inference.extraction import extract_embeddings
+from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
+from e2espk.inference.extraction import extract
 from e2espk.models.speaker_model import build_speaker_model
 from e2espk.models.verification import build_pair_verifier, gathered_pair_chunks
 from e2espk.scoring.scores import cosine_scores, learned_scores
@@ -192,9 +194,12 @@ def bench_extraction(n_utts: int) -> dict:
         corpus = make_corpus(Path(tmp) / "c.hdf", n_utts)
         layout = resolve_layout(corpus, "fusion", "mfbe_pitch")
         model = build_speaker_model(TrainConfig().model_config(layout)).eval()
-        extract_embeddings(model, corpus, layout, [0, 1], 4.0, 64)  # warm-up
+        # CMN over every stream, 4-s windows; batches of 64
+        contract = EmbeddingContract(model.config, layout, Normalization("mean"), 4.0)
+        options = ExtractionOptions(batch_size=64)
+        extract(model, corpus, [0, 1], contract, options)  # warm-up
         seconds, embeddings = timed(
-            lambda: extract_embeddings(model, corpus, layout, list(range(n_utts)), 4.0, 64)
+            lambda: extract(model, corpus, list(range(n_utts)), contract, options)
         )
         audio_s = float(corpus.frames("ptm").sum()) / 50.0
         corpus.close()

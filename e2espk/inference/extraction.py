@@ -1,14 +1,17 @@
 """Embedding extraction: every utterance once, in fixed-length windows batched across utterances.
 
-Windows of ``window_seconds`` cover each utterance (the last one aligned to its end); their
-embeddings are averaged. Utterances shorter than a window are repeat-padded to it, so every
-batch is one tensor and memory is capped by ``batch_size`` windows whatever the lengths.
+Windows of the contract's ``window_seconds`` cover each utterance (the last one aligned to its
+end); their embeddings are averaged. Utterances shorter than a window are repeat-padded to it,
+so every batch is one tensor and memory is capped by ``batch_size`` windows whatever the
+lengths. ``extract`` takes an ``EmbeddingContract`` (what the numbers depend on) and
+``ExtractionOptions`` (how they are computed); ``extract_embeddings`` is the older call form.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -21,7 +24,9 @@ from e2espk.data.features import InputLayout
 from e2espk.data.loader import utterance_seconds
 from e2espk.data.validation import require_finite
 from e2espk.errors import InputDataError, preview
-from e2espk.inference.embedding_cache import EmbeddingCache
+from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
+from e2espk.inference.embedding_cache import EmbeddingCache, corpus_fingerprint, model_fingerprint
+from e2espk.models.config import ModelConfig
 from e2espk.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
@@ -74,6 +79,34 @@ def _utterance_windows(
 
 
 @torch.no_grad()
+def extract(
+    model: torch.nn.Module,
+    corpus: Corpus,
+    rows: Sequence[int],
+    contract: EmbeddingContract,
+    options: ExtractionOptions | None = None,
+    cache: EmbeddingCache | None = None,
+) -> np.ndarray:
+    """``(len(rows), latent)`` float32 embeddings, the mean over each utterance's windows.
+
+    With a ``cache`` (default: the one at ``options.cache_path``, keyed by the contract, if
+    set), rows already in it are read back, and the others are embedded
+    ``options.segment_size`` utterances at a time, each segment stored before the next starts:
+    an interrupted run loses at most one segment. A stop signal (``interrupts``) stops it
+    between utterances, never inside h5py; the segment being embedded is then not stored.
+    """
+    options = options or ExtractionOptions()
+    if cache is None and options.cache_path is not None:
+        key = contract.cache_key(model_fingerprint(model), corpus_fingerprint(corpus))
+        with EmbeddingCache(options.cache_path, key, len(corpus)) as opened:
+            return extract(model, corpus, rows, contract, options, opened)
+    if len(rows) == 0:
+        raise ValueError("no utterances to embed")
+    model.eval()
+    with interrupts.deferred():
+        return _extract(model, corpus, rows, contract, options, cache)
+
+
 def extract_embeddings(
     model: torch.nn.Module,
     corpus: Corpus,
@@ -87,33 +120,27 @@ def extract_embeddings(
     cache: EmbeddingCache | None = None,
     segment_size: int = 512,
 ) -> np.ndarray:
-    """``(len(rows), latent)`` float32 embeddings, the mean over each utterance's windows.
-
-    With a ``cache``, rows already in it are read back, and the others are embedded
-    ``segment_size`` utterances at a time, each segment stored before the next starts: an
-    interrupted run loses at most one segment. A stop signal (``interrupts``) stops it between
-    utterances, never inside h5py; the segment being embedded is then not stored.
-    """
-    if len(rows) == 0:
-        raise ValueError("no utterances to embed")
-    model.eval()
-    with interrupts.deferred():
-        return _extract(
-            model, corpus, layout, rows, window_seconds, batch_size, device, cmvn, progress, cache,
-            segment_size,
-        )  # fmt: skip
+    """``extract`` in its call form from before ``EmbeddingContract``, kept for the scripts
+    that call it: the contract is ``model.config`` (a model e2espk built), ``layout``, ``cmvn``
+    and ``window_seconds``; ``cache`` is an open cache keyed by the caller."""
+    config = cast(ModelConfig, model.config)
+    contract = EmbeddingContract(config, layout, transforms.as_normalization(cmvn), window_seconds)
+    options = ExtractionOptions(batch_size, device, progress, segment_size=segment_size)
+    return extract(model, corpus, rows, contract, options, cache)
 
 
 def _extract(
-    model: torch.nn.Module, corpus: Corpus, layout: InputLayout, rows: Sequence[int],
-    window_seconds: float, batch_size: int, device: torch.device | str,
-    cmvn: str | transforms.Normalization, progress: bool, cache: EmbeddingCache | None, segment_size: int,
-) -> np.ndarray:  # fmt: skip
+    model: torch.nn.Module,
+    corpus: Corpus,
+    rows: Sequence[int],
+    contract: EmbeddingContract,
+    options: ExtractionOptions,
+    cache: EmbeddingCache | None,
+) -> np.ndarray:
     if cache is None:
-        with progress_bar(total=len(rows), enabled=progress, desc="embedding", unit="utt") as bar:
-            return _embed_rows(
-                model, corpus, layout, rows, window_seconds, batch_size, device, cmvn, bar
-            )
+        bar = progress_bar(total=len(rows), enabled=options.progress, desc="embedding", unit="utt")
+        with bar:
+            return _embed_rows(model, corpus, rows, contract, options, bar)
     wanted = np.asarray(rows, dtype=np.int64)
     unique = np.unique(wanted)
     todo = unique[~cache.done()[unique]]
@@ -129,13 +156,11 @@ def _extract(
         initial=unique.size - todo.size,
         desc="embedding",
         unit="utt",
-        enabled=progress,
+        enabled=options.progress,
     ) as bar:
-        for start in range(0, todo.size, segment_size):
-            segment = todo[start : start + segment_size]
-            embeddings = _embed_rows(
-                model, corpus, layout, segment, window_seconds, batch_size, device, cmvn, bar
-            )
+        for start in range(0, todo.size, options.segment_size):
+            segment = todo[start : start + options.segment_size]
+            embeddings = _embed_rows(model, corpus, segment, contract, options, bar)
             cache.store(segment, embeddings)
     return cache.load(wanted)
 
@@ -143,16 +168,14 @@ def _extract(
 def _embed_rows(
     model: torch.nn.Module,
     corpus: Corpus,
-    layout: InputLayout,
     rows: Sequence[int],
-    window_seconds: float,
-    batch_size: int,
-    device: torch.device | str,
-    cmvn: str | transforms.Normalization,
+    contract: EmbeddingContract,
+    options: ExtractionOptions,
     bar: tqdm,
 ) -> np.ndarray:
     """Windows of consecutive utterances batched together; each utterance's mean returned."""
-    device = torch.device(device)
+    device = torch.device(options.device)
+    window = contract.window_seconds
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
     sums: np.ndarray | None = None
     counts = np.zeros(len(rows))
@@ -173,11 +196,11 @@ def _embed_rows(
 
     for position, row in enumerate(rows):
         interrupts.check()
-        for window in _utterance_windows(
-            corpus, layout, int(row), window_seconds, window_seconds, cmvn
+        for cut in _utterance_windows(
+            corpus, contract.layout, int(row), window, window, contract.normalization
         ):
-            pending.append((position, window))
-            if len(pending) >= batch_size:
+            pending.append((position, cut))
+            if len(pending) >= options.batch_size:
                 flush()
         bar.update(1)
     if pending:

@@ -18,6 +18,7 @@ from e2espk.data.features import check_compatible
 from e2espk.device import resolve_device
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_text_atomic
+from e2espk.inference.contract import ExtractionOptions
 from e2espk.inference.system import load_embedding_system
 from e2espk.scoring.export import (
     EMBEDDING_WRITERS,
@@ -95,15 +96,10 @@ def export_embeddings(config: EmbedConfig) -> EmbedReport:
     fmt = format_of(out, config.format)
     rows = selected_rows(corpus, config.utt_list)
     cache = out.with_name(out.name + ".cache.h5")
-    embeddings = system.embed(
-        corpus,
-        rows,
-        config.window_seconds,
-        config.batch_size,
-        device,
-        config.progress,
-        cache if config.resume else None,
+    options = ExtractionOptions(
+        config.batch_size, device, config.progress, cache if config.resume else None
     )
+    embeddings = system.extract(corpus, rows, options, config.window_seconds)
     ids = corpus.utterances[rows].tolist()
     speakers = corpus.speakers[corpus.speaker_of[rows]].tolist()
     require_finite(out, ids, embeddings)

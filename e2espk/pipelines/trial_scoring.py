@@ -19,12 +19,13 @@ from e2espk.data.corpus import Corpus
 from e2espk.data.features import check_compatible
 from e2espk.errors import InputDataError
 from e2espk.fileio import write_json_atomic
+from e2espk.inference.contract import ExtractionOptions
 from e2espk.inference.system import EmbeddingSystem
 from e2espk.pipelines.eval_config import EvalConfig
 from e2espk.scoring import asnorm
 from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS, Backend
 from e2espk.scoring.metrics import ScoringInputError
-from e2espk.scoring.scores import fuse, score_all
+from e2espk.scoring.scores import fuse
 from e2espk.scoring.trials import Trials
 
 LOG = logging.getLogger(__name__)
@@ -115,15 +116,10 @@ def embed_rows(
     """Embeddings of ``rows`` with eval's window, batch and progress options, through the
     embedding cache ``OUT/embedding_cache/<cache_name>.h5`` unless caching is off."""
     cache = Path(config.out_path) / "embedding_cache" / f"{cache_name}.h5"
-    return system.embed(
-        corpus,
-        rows,
-        config.window_seconds,
-        config.batch_size,
-        device,
-        config.progress,
-        cache if config.embedding_cache else None,
+    options = ExtractionOptions(
+        config.batch_size, device, config.progress, cache if config.embedding_cache else None
     )
+    return system.extract(corpus, rows, options, config.window_seconds)
 
 
 @dataclasses.dataclass
@@ -153,7 +149,7 @@ def cohort_statistics(
         if verifier is not None:
             a = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
             b = torch.from_numpy(np.ascontiguousarray(cohort_rows)).to(device)
-            scores["learned"] = verifier.score_matrix(a, b).float().cpu().numpy()  # type: ignore[operator]
+            scores["learned"] = verifier.score_matrix(a, b).float().cpu().numpy()
             if fusion is not None:  # AS-norm of the fused score itself, from fused cohort scores
                 scores["fused"] = fusion.apply(scores)
         return scores
@@ -214,7 +210,7 @@ def score_trials(
             np.array([position[u] for u in trials.enroll], dtype=np.int64),
             np.array([position[u] for u in trials.test], dtype=np.int64),
         )
-        scores = score_all(embeddings, idx[0], idx[1], system.verifier, device, system.score_fusion)  # type: ignore[arg-type]
+        scores = system.score(embeddings, idx[0], idx[1], device)
         for name, (backend, table) in tables.backends.items():
             scores[name] = backend.score_pairs(table, *idx).astype(np.float32)
         if statistics:

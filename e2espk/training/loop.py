@@ -13,9 +13,8 @@ import torch
 
 from e2espk import interrupts
 from e2espk.data.corpus import Corpus
-from e2espk.data.features import InputLayout
-from e2espk.data.transforms import Normalization
-from e2espk.inference.extraction import extract_embeddings
+from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
+from e2espk.inference.extraction import extract
 from e2espk.losses.joint import JointLoss
 from e2espk.progress import progress_bar
 from e2espk.scoring.metrics import summarize
@@ -156,31 +155,18 @@ def validate(
     model: torch.nn.Module,
     verifier: torch.nn.Module | None,
     valid: ValidationSet,
-    layout: InputLayout,
-    device: torch.device,
-    window_seconds: float,
-    batch_size: int,
-    cmvn: str | Normalization,
-    progress: bool = False,
+    contract: EmbeddingContract,
+    options: ExtractionOptions,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
-    """Embed each valid utterance once, score every trial; metrics as ``SCORE/METRIC``.
+    """Embed each valid utterance once (under the run's ``contract``), score every trial;
+    metrics as ``SCORE/METRIC``.
 
     With a verifier, the score fusion is fitted on these trials and ``fused`` is its output
     on the same trials (see ``LogisticFusion`` for why that is fair enough); it is returned
     for the checkpoint.
     """
-    embeddings = extract_embeddings(
-        model,
-        valid.corpus,
-        layout,
-        valid.rows.tolist(),
-        window_seconds,
-        batch_size,
-        device,
-        cmvn,
-        progress,
-    )
-    scores = score_all(embeddings, valid.idx_a, valid.idx_b, verifier, device)  # type: ignore[arg-type]
+    embeddings = extract(model, valid.corpus, valid.rows.tolist(), contract, options)
+    scores = score_all(embeddings, valid.idx_a, valid.idx_b, verifier, options.device)  # type: ignore[arg-type]
     fusion = None
     if "learned" in scores:
         fusion = LogisticFusion().fit(scores, valid.labels)

@@ -28,9 +28,11 @@ from e2espk.data.speaker_perturb import virtual_speaker_offsets
 from e2espk.device import resolve_device
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic, write_text_atomic
+from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.logfile import log_to_file
 from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
+from e2espk.models.config import ModelConfig
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, build_pair_verifier
 from e2espk.scoring.score_fusion import LogisticFusion
@@ -170,8 +172,9 @@ class Run:
 
     config: TrainConfig
     corpus: Corpus
-    layout: InputLayout
-    model_config: Any
+    contract: (
+        EmbeddingContract  # model config, layout, CMN, validation window: stored in checkpoints
+    )
     valid: ValidationSet | None
     sampler: SpeakerBatchSampler
     loader: Any
@@ -185,6 +188,14 @@ class Run:
     bad_epochs: int = 0
     parent: dict[str, Any] | None = None  # the --init-from checkpoint
     score_fusion: dict[str, Any] | None = None  # fitted at the last validation
+
+    @property
+    def layout(self) -> InputLayout:
+        return self.contract.layout
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.contract.model_config
 
 
 def build_optimization(
@@ -281,8 +292,11 @@ def build_run(config: TrainConfig) -> Run:
     model, verifier, loss = build_model_and_loss(config, model_config, n_classes, device)
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
     opt = build_optimization(config, model, loss, steps_per_epoch, device)
+    contract = EmbeddingContract(
+        model_config, layout, config.normalization(), config.valid_window_seconds
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
-    return Run(config, corpus, layout, model_config, valid, sampler, loader, run_dir, opt, verifier)
+    return Run(config, corpus, contract, valid, sampler, loader, run_dir, opt, verifier)
 
 
 def resume(run: Run) -> None:
@@ -319,7 +333,7 @@ def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
     """The full state: enough to resume, and to rebuild the embedding model alone."""
     opt, config = run.opt, run.config
     return {
-        "model_config": run.model_config.to_dict(), "layout": run.layout.to_dict(),
+        **run.contract.to_checkpoint(),  # model_config, layout, normalization, window_seconds
         "verifier_config": config.verifier_config().to_dict() if run.verifier else None,
         "train_config": config_to_dict(config), "speakers": run.corpus.speakers.tolist(),
         "model": opt.model.state_dict(), "verifier": run.verifier.state_dict() if run.verifier else None,
@@ -336,17 +350,8 @@ def validate_model(
     """``validate`` on the run's valid set with the run's options."""
     assert run.valid is not None
     config = run.config
-    return validate(
-        model,
-        verifier,
-        run.valid,
-        run.layout,
-        run.opt.device,
-        config.valid_window_seconds,
-        config.valid_batch_size,
-        config.normalization(),
-        config.progress,
-    )
+    options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
+    return validate(model, verifier, run.valid, run.contract, options)
 
 
 def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
