@@ -252,12 +252,21 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
         LOG.info("checkpoint %s (epoch %s), device %s", config.cp_path, system.epoch, device)
         if resolved is None:
             resolved = _resolve_inputs(config, test_corpus(config, out, system.layout), system)
-        return _evaluate(config, system, device, out, *resolved)
+        return _evaluate(config, system, device, out, resolved)
 
 
-def _resolve_inputs(
-    config: EvalConfig, corpus: Corpus, system: EmbeddingSystem
-) -> tuple[Corpus, Trials, Trials, int, list[Trials]]:
+@dataclasses.dataclass
+class EvalInputs:
+    """The test corpus and the trial sets over it, resolved before anything is scored."""
+
+    corpus: Corpus
+    trials: Trials  # in corpus ids: what is scored
+    given: Trials  # the same trials with the list's own ids: what score files are written with
+    skipped: int  # trials dropped for naming missing utterances (--skip-missing)
+    trial_sets: list[Trials]  # ``trials``, then the calibration trials if any
+
+
+def _resolve_inputs(config: EvalConfig, corpus: Corpus, system: EmbeddingSystem) -> EvalInputs:
     check_compatible(system.layout, corpus)
     trials, given, skipped = resolve_trials(config, corpus, config.trials_path)
     trial_sets = [trials]
@@ -266,13 +275,18 @@ def _resolve_inputs(
         if calibration.labels is None:
             raise InputDataError(config.calibration_trials, "calibration trials need labels")
         trial_sets.append(calibration)
-    return corpus, trials, given, skipped, trial_sets
+    return EvalInputs(corpus, trials, given, skipped, trial_sets)
 
 
 def _evaluate(
-    config: EvalConfig, system: EmbeddingSystem, device: torch.device, out: Path, corpus: Corpus, trials: Trials,
-    given: Trials, skipped: int, trial_sets: list[Trials],
-) -> EvalReport:  # fmt: skip
+    config: EvalConfig,
+    system: EmbeddingSystem,
+    device: torch.device,
+    out: Path,
+    resolved: EvalInputs,
+) -> EvalReport:
+    corpus, trials, given = resolved.corpus, resolved.trials, resolved.given
+    skipped, trial_sets = resolved.skipped, resolved.trial_sets
     inputs = evaluation_inputs(config, corpus)
     LOG.info(
         "test %s (%d speakers, %d utterances); trials %s (%d, %d skipped); cohort %s; back-end %s",

@@ -26,7 +26,7 @@ import torch
 
 from e2espk.errors import ConfigError
 from e2espk.fileio import atomic_path
-from e2espk.training.checkpoint import load_checkpoint, save_checkpoint
+from e2espk.inference.checkpoint_file import load_checkpoint, save_checkpoint
 from e2espk.training.init_from import MODEL_NEUTRAL_KEYS, config_differences
 
 LOG = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from e2espk.errors import ConfigError
+from e2espk.inference.checkpoint_file import load_checkpoint
 from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
-from e2espk.training.checkpoint import load_checkpoint
 
 LOG = logging.getLogger(__name__)
 

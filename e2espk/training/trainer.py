@@ -28,7 +28,9 @@ from e2espk.data.speaker_perturb import virtual_speaker_offsets
 from e2espk.device import resolve_device
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic, write_text_atomic
+from e2espk.inference.checkpoint_file import load_checkpoint, save_checkpoint
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
+from e2espk.inference.system import load_embedding_system
 from e2espk.logfile import log_to_file
 from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
@@ -39,13 +41,7 @@ from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.trials import build_trials, match_utterances, read_trials
 from e2espk.training.average import export_checkpoints, keep_recent
 from e2espk.training.board import TrainingBoard
-from e2espk.training.checkpoint import (
-    load_checkpoint,
-    load_embedding_system,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
+from e2espk.training.checkpoint import restore_rng_state, rng_state
 from e2espk.training.config import TrainConfig
 from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
