@@ -125,6 +125,10 @@ EXPERIMENTS: dict[str, System] = {
         DEFAULT, "--verifier-features", "product", "absdiff", "--verifier-normalize",
         note="the default with x_verifier's verifier (product and |a - b| of normalised embeddings)",
     ),
+    "x_perturb_f0": _variant(
+        DEFAULT, "--speaker-perturb-log-f0-column", "0",
+        note="the default with the copies' log F0 moved by log(factor), like their log-mel harmonics",
+    ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
         note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",
