@@ -478,7 +478,10 @@ ABLATIONS: dict[str, System] = {
         note="the last epoch's weights instead of the average of the last ones",
     ),
     "no_speaker_perturb": _variant(
-        DEFAULT, "--speaker-perturb", note="without speed-perturbed speaker copies"
+        DEFAULT, "--speaker-perturb", "--epochs", "24", "--margin-hold-epochs", "3",
+        "--margin-warmup-epochs", "12", "--average-last", "15",
+        note="without speed-perturbed speaker copies; 3x the epochs, warm-up and averaging, so "
+        "that the run takes as many steps as the default (an epoch there covers 3 copies)",
     ),
     "no_absolute_pitch": _variant(
         DEFAULT, "--cmvn-skip-streams",
