@@ -125,6 +125,10 @@ EXPERIMENTS: dict[str, System] = {
         DEFAULT, "--verifier-features", "product", "absdiff", "--verifier-normalize",
         note="the default with x_verifier's verifier (product and |a - b| of normalised embeddings)",
     ),
+    "x_perturb_f0": _variant(
+        DEFAULT, "--speaker-perturb-log-f0-column", "0",
+        note="the default with the copies' log F0 moved by log(factor), like their log-mel harmonics",
+    ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
         note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",
@@ -474,7 +478,10 @@ ABLATIONS: dict[str, System] = {
         note="the last epoch's weights instead of the average of the last ones",
     ),
     "no_speaker_perturb": _variant(
-        DEFAULT, "--speaker-perturb", note="without speed-perturbed speaker copies"
+        DEFAULT, "--speaker-perturb", "--epochs", "24", "--margin-hold-epochs", "3",
+        "--margin-warmup-epochs", "12", "--average-last", "15",
+        note="without speed-perturbed speaker copies; 3x the epochs, warm-up and averaging, so "
+        "that the run takes as many steps as the default (an epoch there covers 3 copies)",
     ),
     "no_absolute_pitch": _variant(
         DEFAULT, "--cmvn-skip-streams",

@@ -83,6 +83,27 @@ def test_copies_are_new_speakers_with_warped_and_stretched_crops(tmp_path: Path)
     assert not np.allclose(copy["handcrafted"][:, :MELS], stretch_time(stored, 50), atol=1e-3)
 
 
+def test_a_named_log_f0_column_moves_by_the_log_of_the_factor(tmp_path: Path) -> None:
+    corpus = random_corpus(tmp_path / "c.hdf")
+    layout = resolve_layout(corpus, "handcrafted", "mfbe_pitch")
+    kept = CropDataset(corpus, layout, 0.5, "none", perturb=SpeakerPerturbation((0.9, 1.1)))
+    shifted = CropDataset(
+        corpus, layout, 0.5, "none", perturb=SpeakerPerturbation((0.9, 1.1), log_f0_column=0)
+    )
+    n_rows = len(corpus)
+    for copy, factor in ((0, 1.0), (1, 0.9), (2, 1.1)):
+        a, b = (
+            kept[(copy * n_rows + 2, 3)]["handcrafted"],
+            shifted[(copy * n_rows + 2, 3)]["handcrafted"],
+        )
+        np.testing.assert_allclose(b[:, MELS] - a[:, MELS], np.log(factor), atol=1e-6)
+        np.testing.assert_array_equal(b[:, :MELS], a[:, :MELS])  # log-mel untouched by it
+    with pytest.raises(ConfigError, match="has 1 column"):
+        CropDataset(
+            corpus, layout, 0.5, "none", perturb=SpeakerPerturbation((0.9,), log_f0_column=1)
+        )
+
+
 def test_the_sampler_draws_copies_of_every_speaker(tmp_path: Path) -> None:
     corpus = random_corpus(tmp_path / "c.hdf", n_utts=9)
     offsets = virtual_speaker_offsets(corpus.speaker_offsets, 3)

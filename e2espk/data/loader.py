@@ -19,7 +19,12 @@ from e2espk.data import transforms
 from e2espk.data.augment import AugmentConfig
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
-from e2espk.data.speaker_perturb import SpeakerPerturbation, stretch_time, warp_log_mel
+from e2espk.data.speaker_perturb import (
+    SpeakerPerturbation,
+    shift_log_f0,
+    stretch_time,
+    warp_log_mel,
+)
 from e2espk.data.validation import require_finite
 from e2espk.errors import ConfigError
 
@@ -66,7 +71,8 @@ class CropDataset(Dataset):
         self.normalization = transforms.as_normalization(cmvn)
         self.augment = augment if augment is not None and augment.enabled else None
         self.perturb = perturb or SpeakerPerturbation()
-        self.perturb.validate(layout.handcrafted_streams)
+        pitch = corpus.streams["pitch"] if "pitch" in layout.handcrafted_streams else None
+        self.perturb.validate(layout.handcrafted_streams, pitch.dims[0] if pitch else None)
         self.columns = transforms.concatenated_columns(
             layout.handcrafted_streams,
             [corpus.streams[name].dims[0] for name in layout.handcrafted_streams],
@@ -97,7 +103,7 @@ class CropDataset(Dataset):
         parts = [self._read(row, name, start_s, span) for name in self.layout.handcrafted_streams]
         if factor != 1.0:
             parts = [
-                warp_log_mel(part, factor, self.perturb.mel_hz) if name == "mfbe" else part
+                self._perturb_values(name, part, factor)
                 for name, part in zip(self.layout.handcrafted_streams, parts, strict=True)
             ]
         frames = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
@@ -110,6 +116,14 @@ class CropDataset(Dataset):
         rng = augmentation.stage_rng(seed, augmentation.SPEC_MASKS)
         frames = self.normalization.apply(frames, self.columns)
         return augmentation.mask_spectral(frames, self.columns, aug, rng)
+
+    def _perturb_values(self, stream: str, frames: np.ndarray, factor: float) -> np.ndarray:
+        """What a speed change by ``factor`` does to a stream's values (time is done already)."""
+        if stream == "mfbe":
+            return warp_log_mel(frames, factor, self.perturb.mel_hz)
+        if stream == "pitch":
+            return shift_log_f0(frames, factor, self.perturb.log_f0_column)
+        return frames
 
     def _mix(self, row: int, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """With --spec-mix-prob, add a random crop of another speaker's log-mel as noise."""

@@ -11,10 +11,13 @@ only have stored features, so we apply to them what a speed change by a factor `
 * time runs ``a`` times faster: a crop of ``a * T`` stored frames is resampled to ``T``.
 
 Each factor is a separate copy of every speaker, with its own class in the margin head and in
-pair mining (a copy is a *different* speaker from its source). PTM states and pitch cannot be
-warped in frequency here (PTM states are not spectra; pitch streams come in too many
-conventions, raw, normalised or Kaldi's three columns, to shift safely), so they are only
-stretched in time; MFCC is refused, since warping it would need the DCT undone.
+pair mining (a copy is a *different* speaker from its source). PTM states cannot be warped in
+frequency (they are not spectra), so they are only stretched in time. Pitch streams come in too
+many conventions (raw Hz, log, normalised, Kaldi's three columns) to shift blindly: they are
+stretched in time, and the column that holds natural-log F0, when named
+(``--speaker-perturb-log-f0-column``), moves by ``log a`` as a real speed change would move it,
+so that a copy's pitch agrees with the harmonics in its warped log-mel. MFCC is refused, since
+warping it would need the DCT undone.
 
 Virtual rows: copy ``c`` of corpus row ``r`` is row ``c * n_rows + r``, so the P x K batch
 sampler works unchanged over ``virtual_speaker_offsets`` and stays seeded and resumable.
@@ -41,6 +44,7 @@ class SpeakerPerturbation:
 
     factors: tuple[float, ...] = ()
     mel_hz: tuple[float, float] = (20.0, 8000.0)  # lowest and highest filterbank edge, Hz
+    log_f0_column: int | None = None  # column of the pitch stream holding ln F0; None: kept
 
     @property
     def copies(self) -> int:
@@ -50,8 +54,11 @@ class SpeakerPerturbation:
     def factor(self, copy: int) -> float:
         return 1.0 if copy == 0 else float(self.factors[copy - 1])
 
-    def validate(self, streams: Sequence[str]) -> SpeakerPerturbation:
-        """Reject factors out of a plausible speed range and streams that cannot be warped."""
+    def validate(
+        self, streams: Sequence[str], pitch_dims: int | None = None
+    ) -> SpeakerPerturbation:
+        """Reject factors out of a plausible speed range, streams that cannot be warped and a
+        log-F0 column the pitch stream (``pitch_dims`` columns, when read) does not have."""
         for factor in self.factors:
             if not MIN_FACTOR <= factor <= MAX_FACTOR or factor == 1.0:
                 raise ConfigError(
@@ -71,7 +78,22 @@ class SpeakerPerturbation:
                     f"--speaker-perturb warps log-mel (mfbe) and stretches pitch/PTM in time; it cannot warp {unknown}: "
                     "use a feature mode with mfbe, or leave --speaker-perturb empty"
                 )
+        column = self.log_f0_column
+        if column is not None and pitch_dims is not None and not 0 <= column < pitch_dims:
+            raise ConfigError(
+                f"--speaker-perturb-log-f0-column {column}: the pitch stream has {pitch_dims} "
+                f"column(s), numbered from 0"
+            )
         return self
+
+
+def shift_log_f0(pitch: np.ndarray, factor: float, column: int | None) -> np.ndarray:
+    """Pitch frames of a copy at ``factor``: ln F0 in ``column`` moved by ``ln factor``."""
+    if column is None or factor == 1.0:
+        return pitch
+    out = pitch.astype(np.float32, copy=True)
+    out[:, column] += np.float32(np.log(factor))
+    return out
 
 
 def virtual_speaker_offsets(offsets: np.ndarray, copies: int) -> np.ndarray:

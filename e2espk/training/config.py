@@ -111,6 +111,12 @@ class TrainConfig:
         metavar="HZ",
         help="lowest and highest filterbank edge of the stored log-mel",
     )
+    speaker_perturb_log_f0_column: int | None = option(
+        None,
+        metavar="COLUMN",
+        help="column of the pitch stream that holds natural-log F0: speaker copies shift it by "
+        "log(factor), as a real speed change would (default: pitch values are kept)",
+    )
     ptm_time_masks: int = option(
         0, help="time masks per crop over PTM frames, independent of the others (0: off)"
     )
@@ -341,6 +347,7 @@ class TrainConfig:
         return SpeakerPerturbation(
             tuple(float(f) for f in self.speaker_perturb),
             tuple(float(f) for f in self.speaker_perturb_mel_hz),  # type: ignore[arg-type]
+            self.speaker_perturb_log_f0_column,
         )
 
     def augment_config(self) -> AugmentConfig:
