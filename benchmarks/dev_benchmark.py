@@ -223,10 +223,12 @@ def classical_scores(
 
 
 def classical_rows(
-    data: Data, streams: tuple[str, ...] = ("mfbe", "mfcc", "ptm")
+    data: Data, streams: tuple[str, ...] = ("mfbe", "mfcc", "mfbe+pitch", "ptm")
 ) -> list[dict[str, Any]]:
-    """Utterance mean+std of each handcrafted stream, scored three classical ways; the same for
-    the time-averaged PTM states (the pre-trained encoder's own speaker information)."""
+    """Utterance mean+std of each handcrafted stream (``a+b``: both, concatenated), scored three
+    classical ways; the same for the time-averaged PTM states (the pre-trained encoder's own
+    speaker information). ``mfbe+pitch`` gives the classical system the F0 statistics that the
+    e2espk recipe reads too."""
     train, test = Corpus(data.train), Corpus(data.test)
     train_spk = train.speakers[train.speaker_of]
     trials = read_trials(data.test_trials)
@@ -236,8 +238,9 @@ def classical_rows(
     labels = np.asarray(trials.labels, dtype=bool)
     rows = []
     for stream in streams:
-        train_x, _ = utterance_stats(train, stream)
-        test_x, _ = utterance_stats(test, stream)
+        parts = stream.split("+")
+        train_x = np.concatenate([utterance_stats(train, part)[0] for part in parts], axis=1)
+        test_x = np.concatenate([utterance_stats(test, part)[0] for part in parts], axis=1)
         for name, scores in classical_scores(train_x, train_spk, test_x, idx_a, idx_b).items():
             rows.append(
                 {
