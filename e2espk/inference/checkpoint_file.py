@@ -73,7 +73,7 @@ def upgrade_checkpoint(payload: Mapping[str, Any]) -> dict[str, Any]:
     if "normalization" not in upgraded:
         normalization = training_normalization(train_config)
         upgraded["normalization"] = {"mode": normalization.mode, "skip": list(normalization.skip)}
-    upgraded.setdefault("window_seconds", float(train_config.get("valid_window_seconds", 4.0)))
+    upgraded.setdefault("window_seconds", training_window_seconds(train_config))
     upgraded.setdefault("score_fusion", None)
     upgraded["version"] = CHECKPOINT_VERSION
     return upgraded
@@ -84,3 +84,8 @@ def training_normalization(train_config: Mapping[str, Any]) -> Normalization:
     existed normalised every stream."""
     skip = train_config.get("cmvn_skip_streams") or ()
     return Normalization(str(train_config.get("cmvn", "mean")), tuple(str(name) for name in skip))
+
+
+def training_window_seconds(train_config: Mapping[str, Any]) -> float:
+    """The window a run validated with, so eval embeds as training did (4 s when unset)."""
+    return float(train_config.get("valid_window_seconds", 4.0))

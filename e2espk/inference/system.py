@@ -19,7 +19,11 @@ from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.transforms import Normalization
 from e2espk.errors import InputDataError
-from e2espk.inference.checkpoint_file import load_checkpoint, training_normalization
+from e2espk.inference.checkpoint_file import (
+    load_checkpoint,
+    training_normalization,
+    training_window_seconds,
+)
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.inference.extraction import extract
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
@@ -61,7 +65,7 @@ class EmbeddingSystem:
         """The checkpoint's contract (or, assembled by hand, the one ``train_config`` implies)."""
         if self.contract is not None:
             return self.contract
-        window = float(self.train_config.get("valid_window_seconds", 4.0))
+        window = training_window_seconds(self.train_config)
         return EmbeddingContract(self.model.config, self.layout, self.normalization, window)
 
     def extract(
