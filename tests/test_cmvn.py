@@ -10,7 +10,7 @@ import pytest
 from e2espk.data.features import resolve_layout
 from e2espk.data.loader import CropDataset
 from e2espk.data.transforms import Normalization, as_normalization, concatenated_columns
-from e2espk.errors import E2eSpkError
+from e2espk.errors import ConfigError, E2eSpkError
 from e2espk.inference.extraction import _utterance_windows
 from e2espk.training.checkpoint import EmbeddingSystem
 from e2espk.training.config import TrainConfig
@@ -76,3 +76,10 @@ def test_checkpoints_from_before_the_option_normalise_every_stream() -> None:
     assert system({"cmvn": "mean", "cmvn_skip_streams": ["pitch"]}).normalization.skip == (
         "pitch",
     )
+
+
+def test_a_misspelt_skipped_stream_is_refused_with_the_corpus_streams(tmp_path: Path) -> None:
+    corpus = clock_corpus(tmp_path / "c.hdf", [150])
+    layout = resolve_layout(corpus, "handcrafted", "mfbe_pitch")
+    with pytest.raises(ConfigError, match=r"ptich: .*c\.hdf has no such stream .*mfbe, pitch"):
+        CropDataset(corpus, layout, 1.0, cmvn=Normalization("mean", ("ptich",)))

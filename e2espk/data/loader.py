@@ -69,6 +69,16 @@ class CropDataset(Dataset):
         self.layout = layout
         self.crop_seconds = crop_seconds
         self.normalization = transforms.as_normalization(cmvn)
+        unknown = [
+            name
+            for name in self.normalization.skip
+            if name not in corpus.streams and name not in transforms.ABSOLUTE_STREAMS
+        ]
+        if unknown:  # a misspelt stream would otherwise be normalised without a word
+            raise ConfigError(
+                f"--cmvn-skip-streams {' '.join(unknown)}: {corpus.path} has no such stream "
+                f"(its streams: {', '.join(sorted(corpus.streams))})"
+            )
         self.augment = augment if augment is not None and augment.enabled else None
         self.perturb = perturb or SpeakerPerturbation()
         pitch = corpus.streams["pitch"] if "pitch" in layout.handcrafted_streams else None
