@@ -129,6 +129,17 @@ EXPERIMENTS: dict[str, System] = {
         DEFAULT, "--speaker-perturb-log-f0-column", "0",
         note="the default with the copies' log F0 moved by log(factor), like their log-mel harmonics",
     ),
+    "x_searched": _variant(
+        DEFAULT, "--lr", "0.00464", "--margin", "0.267", "--dropout-prob", "0.15",
+        note="the default with the 4-trial search's best point (recipes/devbench_search.yaml, "
+        "valid fused EER 8.07 %): lr 0.00464, margin 0.267, dropout 0.15",
+    ),
+    "x_perturb4": _variant(
+        DEFAULT, "--speaker-perturb", "0.88", "0.94", "1.06", "1.12", "--epochs", "5",
+        "--margin-warmup-epochs", "3", "--average-last", "3",
+        note="the default with four speed copies of every speaker (0.88/0.94/1.06/1.12: 5x the "
+        "speakers); 5 epochs of 5 copies = 25 passes, as many steps as the default's 8 x 3",
+    ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
         note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",
@@ -200,7 +211,11 @@ def trial_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 def classical_scores(
-    train_x: np.ndarray, train_spk: np.ndarray, test_x: np.ndarray, idx_a: np.ndarray, idx_b: np.ndarray
+    train_x: np.ndarray,
+    train_spk: np.ndarray,
+    test_x: np.ndarray,
+    idx_a: np.ndarray,
+    idx_b: np.ndarray,
 ) -> dict[str, np.ndarray]:
     """Cosine, LDA + cosine and LDA + PLDA on standardised statistics (Kaldi-recipe order),
     every back-end fitted on the training speakers only (e2espk's own back-end code)."""
@@ -355,16 +370,29 @@ def render(rows: list[dict[str, Any]]) -> str:
     for (system, checkpoint, score), members in groups.items():
         eers = np.array([100 * m["eer"] for m in members])
         dcfs = np.array([m["min_dcf@0.01"] for m in members])
-        spread = (
-            f" ({eers.min():.2f}–{eers.max():.2f})" if len(members) > 1 else ""
-        )
+        spread = f" ({eers.min():.2f}–{eers.max():.2f})" if len(members) > 1 else ""
         lines.append(
-            [system, checkpoint, score, f"{eers.mean():.2f}{spread}", f"{dcfs.mean():.3f}", str(len(members))]
+            [
+                system,
+                checkpoint,
+                score,
+                f"{eers.mean():.2f}{spread}",
+                f"{dcfs.mean():.3f}",
+                str(len(members)),
+            ]
         )
     return table(["system", "checkpoint", "score", "EER %", "minDCF@0.01", "seeds"], lines)
 
 
-COMPACT_SCORES = ("cosine", "learned", "fused", "cosine_lda", "plda", "cosine_asnorm", "plda_asnorm")
+COMPACT_SCORES = (
+    "cosine",
+    "learned",
+    "fused",
+    "cosine_lda",
+    "plda",
+    "cosine_asnorm",
+    "plda_asnorm",
+)
 
 
 def render_compact(rows: list[dict[str, Any]]) -> str:
@@ -404,8 +432,12 @@ def parse_system(item: str, seeds: list[int]) -> tuple[str, list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("/tmp/devbench"), help="built corpus directory")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=Path("/tmp/devbench"), help="built corpus directory"
+    )
     parser.add_argument("--build", action="store_true", help="build the corpus first (if absent)")
     parser.add_argument("--work", type=Path, default=None, help="runs and logs (default DATA/runs)")
     parser.add_argument(
@@ -413,21 +445,28 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME or NAME:SEED,SEED,... (own seeds instead of --seeds)",
     )  # fmt: skip
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--ablations", action="store_true", help="default recipe minus one lever each")
+    parser.add_argument(
+        "--ablations", action="store_true", help="default recipe minus one lever each"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--train-args", nargs=argparse.REMAINDER, default=[], help="appended to every train.py call"
     )
     parser.add_argument("--peer-python", default=sys.executable, help="python with speechbrain")
     parser.add_argument("--peer-epochs", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "devbench.json")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks" / "results" / "devbench.json"
+    )
     args = parser.parse_args(argv)
     setup_logging()
     data = Data(args.data)
     work = args.work or args.data / "runs"
     started = time.perf_counter()
     if args.build and not data.test.exists():
-        run([sys.executable, "benchmarks/devbench/build.py", "--out", str(args.data)], work / "logs" / "build.log")
+        run(
+            [sys.executable, "benchmarks/devbench/build.py", "--out", str(args.data)],
+            work / "logs" / "build.log",
+        )
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {}
     systems = {**SYSTEMS, **ABLATIONS}
@@ -449,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
         timings[name] = time.perf_counter() - began
         LOG.info("%s done in %.0f s", name, timings[name])
-        write_json_atomic(args.out, {"rows": rows, "timings_s": timings, "environment": environment()})
+        write_json_atomic(
+            args.out, {"rows": rows, "timings_s": timings, "environment": environment()}
+        )
     meta_path = args.data / "meta.json"
     report = {
         "rows": rows,

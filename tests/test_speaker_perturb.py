@@ -104,6 +104,43 @@ def test_a_named_log_f0_column_moves_by_the_log_of_the_factor(tmp_path: Path) ->
         )
 
 
+def test_single_kind_copies_change_one_thing_each(tmp_path: Path) -> None:
+    """vtlp moves the envelope only, tempo stretches time only, pitch moves ln F0 only."""
+    corpus = random_corpus(tmp_path / "c.hdf")
+    layout = resolve_layout(corpus, "handcrafted", "mfbe_pitch")
+    perturb = SpeakerPerturbation(vtlp=(1.1,), tempo=(1.1,), pitch=(1.1,), log_f0_column=0)
+    assert perturb.copies == 4
+    dataset = CropDataset(corpus, layout, 0.5, "none", perturb=perturb)
+    n_rows, row, seed = len(corpus), 1, 7
+    original = dataset[(row, seed)]["handcrafted"]
+    vtlp, tempo, pitch = (dataset[(c * n_rows + row, seed)]["handcrafted"] for c in (1, 2, 3))
+    labels = {dataset[(c * n_rows + row, seed)]["label"] for c in range(4)}
+    assert len(labels) == 4  # four different speakers
+    # vtlp: the same frames (same start, no stretch), envelope warped, pitch untouched
+    np.testing.assert_allclose(
+        vtlp[:, :MELS], warp_log_mel(original[:, :MELS], 1.1, EDGES), atol=1e-5
+    )
+    np.testing.assert_array_equal(vtlp[:, MELS:], original[:, MELS:])
+    # tempo: 0.55 s of stored frames stretched to 0.5 s, values not warped
+    seconds = corpus.frames("mfbe")[row] / 100.0
+    rng = np.random.default_rng(seed)
+    start = int(float(rng.uniform(0.0, seconds - 0.55)) * 100) if seconds > 0.55 else 0
+    stored = corpus.read(row, "mfbe", start, start + 55)
+    np.testing.assert_allclose(tempo[:, :MELS], stretch_time(stored, 50), atol=1e-5)
+    # pitch: log-mel as the original, ln F0 up by ln 1.1, voicing kept
+    np.testing.assert_array_equal(pitch[:, :MELS], original[:, :MELS])
+    np.testing.assert_allclose(pitch[:, MELS] - original[:, MELS], np.log(1.1), atol=1e-6)
+
+
+def test_pitch_copies_need_the_log_f0_column(tmp_path: Path) -> None:
+    corpus = random_corpus(tmp_path / "c.hdf")
+    layout = resolve_layout(corpus, "handcrafted", "mfbe_pitch")
+    with pytest.raises(ConfigError, match="--speaker-perturb-log-f0-column"):
+        CropDataset(corpus, layout, 0.5, "none", perturb=SpeakerPerturbation(pitch=(1.1,)))
+    with pytest.raises(ConfigError, match="--speaker-vtlp factors repeat"):
+        CropDataset(corpus, layout, 0.5, "none", perturb=SpeakerPerturbation(vtlp=(0.9, 0.9)))
+
+
 def test_the_sampler_draws_copies_of_every_speaker(tmp_path: Path) -> None:
     corpus = random_corpus(tmp_path / "c.hdf", n_utts=9)
     offsets = virtual_speaker_offsets(corpus.speaker_offsets, 3)

@@ -20,6 +20,8 @@ from e2espk.data.augment import AugmentConfig
 from e2espk.data.corpus import PTM_KIND, Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.speaker_perturb import (
+    IDENTITY,
+    CopyWarp,
     SpeakerPerturbation,
     shift_log_f0,
     stretch_time,
@@ -94,8 +96,8 @@ class CropDataset(Dataset):
     def __getitem__(self, request: CropRequest) -> dict[str, np.ndarray | int]:
         virtual_row, seed = request
         copy, row = divmod(virtual_row, len(self.corpus))
-        factor = self.perturb.factor(copy)
-        span = self.crop_seconds * factor  # stored seconds that become crop_seconds
+        warp = self.perturb.warp(copy)
+        span = self.crop_seconds * warp.time  # stored seconds that become crop_seconds
         rng = np.random.default_rng(seed)
         slack = max(utterance_seconds(self.corpus, self.layout, row) - span, 0.0)
         start_s = float(rng.uniform(0.0, slack)) if slack > 0 else 0.0
@@ -104,16 +106,18 @@ class CropDataset(Dataset):
         if self.layout.uses_ptm:
             item["ptm"] = self._read(row, PTM_KIND, start_s, span)  # masked in the PtmEncoder
         if self.layout.uses_handcrafted:
-            item["handcrafted"] = self._handcrafted(row, start_s, seed, factor)
+            item["handcrafted"] = self._handcrafted(row, start_s, seed, warp)
         return item
 
-    def _handcrafted(self, row: int, start_s: float, seed: int, factor: float = 1.0) -> np.ndarray:
+    def _handcrafted(
+        self, row: int, start_s: float, seed: int, warp: CopyWarp = IDENTITY
+    ) -> np.ndarray:
         """The concatenated handcrafted crop ``(T, F)``: warp, mix, gain and tilt, CMN, masks."""
-        span = self.crop_seconds * factor
+        span = self.crop_seconds * warp.time
         parts = [self._read(row, name, start_s, span) for name in self.layout.handcrafted_streams]
-        if factor != 1.0:
+        if not warp.identity:
             parts = [
-                self._perturb_values(name, part, factor)
+                self._perturb_values(name, part, warp)
                 for name, part in zip(self.layout.handcrafted_streams, parts, strict=True)
             ]
         frames = np.concatenate(parts, axis=1).astype(np.float32, copy=False)
@@ -127,12 +131,12 @@ class CropDataset(Dataset):
         frames = self.normalization.apply(frames, self.columns)
         return augmentation.mask_spectral(frames, self.columns, aug, rng)
 
-    def _perturb_values(self, stream: str, frames: np.ndarray, factor: float) -> np.ndarray:
-        """What a speed change by ``factor`` does to a stream's values (time is done already)."""
-        if stream == "mfbe":
-            return warp_log_mel(frames, factor, self.perturb.mel_hz)
+    def _perturb_values(self, stream: str, frames: np.ndarray, warp: CopyWarp) -> np.ndarray:
+        """What a copy's warp does to a stream's values (time is done already)."""
+        if stream == "mfbe" and warp.frequency != 1.0:
+            return warp_log_mel(frames, warp.frequency, self.perturb.mel_hz)
         if stream == "pitch":
-            return shift_log_f0(frames, factor, self.perturb.log_f0_column)
+            return shift_log_f0(frames, warp.f0, self.perturb.log_f0_column)
         return frames
 
     def _mix(self, row: int, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:

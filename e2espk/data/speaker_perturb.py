@@ -19,6 +19,13 @@ stretched in time, and the column that holds natural-log F0, when named
 so that a copy's pitch agrees with the harmonics in its warped log-mel. MFCC is refused, since
 warping it would need the DCT undone.
 
+Real voices of one kind differ in vocal-tract length, pitch and rate *independently*, and a
+speed change moves all three together. So copies can also change one of them alone (each kind
+a factor list, each factor one more copy): ``vtlp`` moves the log-mel envelope only (vocal
+tract length perturbation, Jaitly & Hinton 2013, here as a new speaker), ``tempo`` stretches
+time only, ``pitch`` moves only the named ln-F0 column (the log-mel, harmonics included, is
+kept: an approximation that teaches the model to read the pitch stream).
+
 Virtual rows: copy ``c`` of corpus row ``r`` is row ``c * n_rows + r``, so the P x K batch
 sampler works unchanged over ``virtual_speaker_offsets`` and stays seeded and resumable.
 """
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -39,39 +46,90 @@ MIN_FACTOR, MAX_FACTOR = 0.7, 1.4
 
 
 @dataclasses.dataclass(frozen=True)
-class SpeakerPerturbation:
-    """Speed factors (one speaker copy each) and the mel layout of the stored log-mel."""
+class CopyWarp:
+    """What one speaker copy changes, each as a factor: the spectral envelope (``f -> a f``),
+    the speed of time (``a`` stored seconds become one) and F0."""
 
-    factors: tuple[float, ...] = ()
+    frequency: float = 1.0
+    time: float = 1.0
+    f0: float = 1.0
+
+    @property
+    def identity(self) -> bool:
+        return self.frequency == self.time == self.f0 == 1.0
+
+
+IDENTITY = CopyWarp()  # the original speaker
+
+# kind -> the copy a factor of that kind makes (the training flags are --speaker-KIND)
+COPY_KINDS: dict[str, Callable[[float], CopyWarp]] = {
+    "speed": lambda a: CopyWarp(a, a, a),
+    "vtlp": lambda a: CopyWarp(frequency=a),
+    "tempo": lambda a: CopyWarp(time=a),
+    "pitch": lambda a: CopyWarp(f0=a),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeakerPerturbation:
+    """Speaker copies (one per factor of each kind) and the mel layout of the stored log-mel."""
+
+    factors: tuple[float, ...] = ()  # speed factors
     mel_hz: tuple[float, float] = (20.0, 8000.0)  # lowest and highest filterbank edge, Hz
     log_f0_column: int | None = None  # column of the pitch stream holding ln F0; None: kept
+    vtlp: tuple[float, ...] = ()  # envelope-only factors
+    tempo: tuple[float, ...] = ()  # time-only factors
+    pitch: tuple[float, ...] = ()  # F0-only factors (need ``log_f0_column``)
+
+    def kinds(self) -> dict[str, tuple[float, ...]]:
+        return {"speed": self.factors, "vtlp": self.vtlp, "tempo": self.tempo, "pitch": self.pitch}
+
+    @functools.cached_property
+    def warps(self) -> tuple[CopyWarp, ...]:
+        """The warp of every copy, the original (identity) first; speed copies keep F0 unless
+        ``log_f0_column`` is set, as before the other kinds existed."""
+        warps = [IDENTITY]
+        for kind, factors in self.kinds().items():
+            for factor in factors:
+                warp = COPY_KINDS[kind](float(factor))
+                if kind == "speed" and self.log_f0_column is None:
+                    warp = dataclasses.replace(warp, f0=1.0)
+                warps.append(warp)
+        return tuple(warps)
 
     @property
     def copies(self) -> int:
         """Speaker copies including the original."""
-        return 1 + len(self.factors)
+        return len(self.warps)
 
-    def factor(self, copy: int) -> float:
-        return 1.0 if copy == 0 else float(self.factors[copy - 1])
+    def warp(self, copy: int) -> CopyWarp:
+        return self.warps[copy]
 
     def validate(
         self, streams: Sequence[str], pitch_dims: int | None = None
     ) -> SpeakerPerturbation:
         """Reject factors out of a plausible speed range, streams that cannot be warped and a
         log-F0 column the pitch stream (``pitch_dims`` columns, when read) does not have."""
-        for factor in self.factors:
-            if not MIN_FACTOR <= factor <= MAX_FACTOR or factor == 1.0:
-                raise ConfigError(
-                    f"--speaker-perturb factors must be in [{MIN_FACTOR}, {MAX_FACTOR}] and not 1, got {factor}"
-                )
-        if len(set(self.factors)) != len(self.factors):
-            raise ConfigError(f"--speaker-perturb factors repeat: {list(self.factors)}")
+        for kind, factors in self.kinds().items():
+            flag = "--speaker-perturb" if kind == "speed" else f"--speaker-{kind}"
+            for factor in factors:
+                if not MIN_FACTOR <= factor <= MAX_FACTOR or factor == 1.0:
+                    raise ConfigError(
+                        f"{flag} factors must be in [{MIN_FACTOR}, {MAX_FACTOR}] and not 1, got {factor}"
+                    )
+            if len(set(factors)) != len(factors):
+                raise ConfigError(f"{flag} factors repeat: {list(factors)}")
+        if self.pitch and self.log_f0_column is None:
+            raise ConfigError(
+                "--speaker-pitch shifts ln F0, so it needs --speaker-perturb-log-f0-column "
+                "(the pitch stream's column that holds natural-log F0)"
+            )
         low, high = self.mel_hz
         if not 0.0 <= low < high:
             raise ConfigError(
                 f"--speaker-perturb-mel-hz wants LOW HIGH with LOW < HIGH, got {low} {high}"
             )
-        if self.factors:
+        if self.copies > 1:
             unknown = [s for s in streams if s not in WARPABLE_STREAMS | TIME_ONLY_STREAMS]
             if unknown:
                 raise ConfigError(

@@ -106,6 +106,26 @@ class TrainConfig:
         help="speaker augmentation: each speed factor (e.g. 0.9 1.1) adds a copy of every speaker "
         "as new speakers, log-mel warped in frequency and time (e2espk/data/speaker_perturb.py)",
     )
+    speaker_vtlp: tuple[float, ...] = option(
+        (),
+        allow_empty=True,
+        metavar="FACTOR",
+        help="speaker copies with only the log-mel envelope moved by each factor (vocal tract "
+        "length; no time stretch, pitch kept)",
+    )
+    speaker_tempo: tuple[float, ...] = option(
+        (),
+        allow_empty=True,
+        metavar="FACTOR",
+        help="speaker copies with only time sped up by each factor (speaking rate)",
+    )
+    speaker_pitch: tuple[float, ...] = option(
+        (),
+        allow_empty=True,
+        metavar="FACTOR",
+        help="speaker copies with only ln F0 moved by log(factor) (needs "
+        "--speaker-perturb-log-f0-column)",
+    )
     speaker_perturb_mel_hz: tuple[float, float] = option(
         (20.0, 8000.0),
         metavar="HZ",
@@ -348,6 +368,9 @@ class TrainConfig:
             tuple(float(f) for f in self.speaker_perturb),
             tuple(float(f) for f in self.speaker_perturb_mel_hz),  # type: ignore[arg-type]
             self.speaker_perturb_log_f0_column,
+            tuple(float(f) for f in self.speaker_vtlp),
+            tuple(float(f) for f in self.speaker_tempo),
+            tuple(float(f) for f in self.speaker_pitch),
         )
 
     def augment_config(self) -> AugmentConfig:
