@@ -140,6 +140,19 @@ EXPERIMENTS: dict[str, System] = {
         note="the default with four speed copies of every speaker (0.88/0.94/1.06/1.12: 5x the "
         "speakers); 5 epochs of 5 copies = 25 passes, as many steps as the default's 8 x 3",
     ),
+    "x_hard": _variant(
+        DEFAULT, "--hard-speaker-groups", "4", "--hard-speaker-pool", "16",
+        note="the default with batches of 4-speaker groups of similar speakers (nearest AAM "
+        "prototypes, re-ranked each epoch from epoch 1: hard prototype mining)",
+    ),
+    "x_kinds": _variant(
+        DEFAULT, "--speaker-vtlp", "0.9", "1.1", "--speaker-tempo", "0.9", "1.1",
+        "--speaker-pitch", "0.9", "1.1", "--speaker-perturb-log-f0-column", "0",
+        "--epochs", "3", "--margin-hold-epochs", "0.4", "--margin-warmup-epochs", "1.5",
+        "--average-last", "2",
+        note="the default plus speaker copies that change one thing each (envelope, tempo, "
+        "ln F0 at 0.9/1.1): 9 copies; 3 epochs = 27 passes, about the default's 24",
+    ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
         note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",

@@ -183,6 +183,13 @@ class SpeakerBatchSampler(Sampler[list[CropRequest]]):
     An epoch has ceil(utterances / batch_size) batches: speakers are visited in shuffled
     rounds and each speaker's utterances in a shuffled queue, so an epoch covers the corpus
     about once. Speakers with fewer than K utterances repeat some (with other crops).
+
+    Hard speaker groups (``set_neighbours``, hard prototype mining as in Thienpondt et al.,
+    IDLab VoxSRC-20): each batch is then made of groups of ``group_size`` speakers, an anchor
+    from the shuffled round and ``group_size - 1`` speakers drawn from the anchor's most
+    similar ones, so the margin loss and the pair loss meet the confusable speakers together
+    instead of a random few of hundreds. Neighbours are given per epoch (from the model), so
+    a run resumed at an epoch boundary replays the same batches.
     """
 
     def __init__(
@@ -208,9 +215,40 @@ class SpeakerBatchSampler(Sampler[list[CropRequest]]):
         self.utts_per_speaker = utts_per_speaker
         self.seed = seed
         self.epoch = 0
+        self.neighbours: np.ndarray | None = None  # (speakers, pool) most similar first
+        self.group_size = 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def set_neighbours(self, neighbours: np.ndarray | None, group_size: int) -> None:
+        """Draw batches as groups of similar speakers (None or ``group_size`` 1: random)."""
+        n_speakers = len(self.offsets) - 1
+        if neighbours is not None and (neighbours.ndim != 2 or len(neighbours) != n_speakers):
+            raise ValueError(f"neighbours must be ({n_speakers}, pool), got {neighbours.shape}")
+        self.neighbours, self.group_size = neighbours, max(1, int(group_size))
+
+    def _grouped(self, anchors: list[int], rng: np.random.Generator) -> tuple[list[int], int]:
+        """Up to ``speakers_per_batch`` distinct speakers, each anchor with similar speakers,
+        and how many anchors that used."""
+        assert self.neighbours is not None
+        chosen: list[int] = []
+        taken: set[int] = set()
+        used = 0
+        for anchor in anchors:
+            if len(chosen) == self.speakers_per_batch:
+                break
+            used += 1
+            if anchor in taken:
+                continue
+            group = [anchor]
+            pool = [int(n) for n in self.neighbours[anchor] if n not in taken and n != anchor]
+            room = min(self.group_size, self.speakers_per_batch - len(chosen)) - 1
+            if pool and room > 0:
+                group += rng.choice(pool, min(room, len(pool)), replace=False).tolist()
+            chosen += group
+            taken.update(group)
+        return chosen, used
 
     def __len__(self) -> int:
         return math.ceil(int(self.offsets[-1]) / self.batch_size)
@@ -223,10 +261,18 @@ class SpeakerBatchSampler(Sampler[list[CropRequest]]):
         for _ in range(len(self)):
             while len(speaker_order) < self.speakers_per_batch:
                 speaker_order.extend(rng.permutation(n_speakers).tolist())
-            chosen, speaker_order = (
-                speaker_order[: self.speakers_per_batch],
-                speaker_order[self.speakers_per_batch :],
-            )
+            if self.neighbours is not None and self.group_size > 1:
+                chosen, used = self._grouped(speaker_order, rng)
+                speaker_order = speaker_order[used:]
+                if len(chosen) < self.speakers_per_batch:  # the round ran dry: fill at random
+                    rest = np.setdiff1d(np.arange(n_speakers), chosen)
+                    need = self.speakers_per_batch - len(chosen)
+                    chosen += rng.choice(rest, need, replace=False).tolist()
+            else:
+                chosen, speaker_order = (
+                    speaker_order[: self.speakers_per_batch],
+                    speaker_order[self.speakers_per_batch :],
+                )
             if len(set(chosen)) < len(
                 chosen
             ):  # a round boundary repeated a speaker: redraw distinct ones

@@ -226,6 +226,17 @@ class TrainConfig:
         choices=list(FINAL_CHECKPOINTS),
         help="which checkpoint final.pt is: averaged.pt, last.pt, or best.pt (picked by --select-metric on the valid speakers)",
     )
+    hard_speaker_groups: int = option(
+        1,
+        help="batches of groups of this many similar speakers (an anchor and its nearest by the "
+        "margin head's class weights, re-ranked every epoch: hard prototype mining); 1: random speakers",
+    )
+    hard_speaker_pool: int = option(
+        16, help="hard speaker groups draw from each anchor's this many most similar speakers"
+    )
+    hard_speaker_from_epoch: int = option(
+        1, help="first epoch with hard speaker groups (the head means nothing before it learns)"
+    )
     pair_mining: str = option(
         "random",
         choices=PAIR_MINERS.choices(),
@@ -324,6 +335,13 @@ class TrainConfig:
         return self
 
     def _validate_generalisation(self) -> None:
+        if self.hard_speaker_groups < 1 or self.hard_speaker_pool < 1:
+            raise ConfigError("--hard-speaker-groups and --hard-speaker-pool must be >= 1")
+        if self.hard_speaker_groups > 1 and self.margin_weight == 0:
+            raise ConfigError(
+                "--hard-speaker-groups ranks speakers by the margin head's class weights, "
+                "but --margin-weight is 0 (no head)"
+            )
         if min(self.margin_hold_epochs, self.margin_warmup_epochs, self.average_last) < 0:
             raise ConfigError(
                 "--margin-hold-epochs, --margin-warmup-epochs and --average-last must be >= 0"

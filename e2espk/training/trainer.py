@@ -43,6 +43,7 @@ from e2espk.training.average import export_checkpoints, keep_recent
 from e2espk.training.board import TrainingBoard
 from e2espk.training.checkpoint import restore_rng_state, rng_state
 from e2espk.training.config import TrainConfig
+from e2espk.training.hard_speakers import prototype_neighbours
 from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
 from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
@@ -350,11 +351,22 @@ def validate_model(
     return validate(model, verifier, run.valid, run.contract, options)
 
 
+def set_hard_speakers(run: Run, epoch: int) -> None:
+    """From --hard-speaker-from-epoch on, batches group speakers the head finds similar (the
+    head's weights at the epoch's start: a resumed run ranks them the same)."""
+    config, head = run.config, run.opt.loss.margin_head
+    if config.hard_speaker_groups < 2 or head is None or epoch < config.hard_speaker_from_epoch:
+        return
+    neighbours = prototype_neighbours(head.weight, config.hard_speaker_pool)
+    run.sampler.set_neighbours(neighbours, config.hard_speaker_groups)
+
+
 def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
     """Train one epoch, validate, log; returns the history entry."""
     config, opt = run.config, run.opt
     started = time.perf_counter()
     run.sampler.set_epoch(epoch)
+    set_hard_speakers(run, epoch)
     generator = torch.Generator().manual_seed(
         config.seed * 100003 + epoch
     )  # CPU: pairs are mined there
