@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _bench_util import REPO, environment, setup_logging, table
+from devbench.breakdown import impostor_eers, read_scores, same_family
 
 from e2espk.data.corpus import Corpus
 from e2espk.fileio import write_json_atomic, write_text_atomic
@@ -151,7 +152,8 @@ EXPERIMENTS: dict[str, System] = {
         "--epochs", "3", "--margin-hold-epochs", "0.4", "--margin-warmup-epochs", "1.5",
         "--average-last", "2",
         note="the default plus speaker copies that change one thing each (envelope, tempo, "
-        "ln F0 at 0.9/1.1): 9 copies; 3 epochs = 27 passes, about the default's 24",
+        "ln F0 at 0.9/1.1; the speed copies' ln F0 moves too): 9 copies; 3 epochs = 27 "
+        "passes, about the default's 24",
     ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
@@ -216,10 +218,12 @@ def utterance_stats(corpus: Corpus, stream: str = "mfbe") -> tuple[np.ndarray, l
     return np.asarray(rows, dtype=np.float32), corpus.utterances.tolist()
 
 
-def trial_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+def trial_metrics(scores: np.ndarray, labels: np.ndarray, same: np.ndarray) -> dict[str, float]:
+    """EER, minDCF and the EER against same-family / other-family impostors only."""
     return {
         "eer": compute_eer(scores, labels),
         "min_dcf@0.01": compute_min_dcf(scores, labels, p_target=0.01),
+        **impostor_eers(scores, labels, same),
     }
 
 
@@ -264,6 +268,7 @@ def classical_rows(
     idx_a = np.array([position[u] for u in trials.enroll])
     idx_b = np.array([position[u] for u in trials.test])
     labels = np.asarray(trials.labels, dtype=bool)
+    same = same_family(trials.enroll, trials.test)
     rows = []
     for stream in streams:
         parts = stream.split("+")
@@ -277,7 +282,7 @@ def classical_rows(
                     else "reference: PTM states, time mean (all layers)",
                     "checkpoint": "-",
                     "score": name,
-                    **trial_metrics(scores, labels),
+                    **trial_metrics(scores, labels, same),
                 }
             )
     return rows
@@ -337,9 +342,21 @@ def train_and_eval(
                     "score": score,
                     "eer": metrics["eer"],
                     "min_dcf@0.01": metrics["min_dcf@0.01"],
+                    **family_eers(out / f"scores_{score}.txt", data.test_trials),
                 }
             )
     return rows
+
+
+def family_eers(scores_path: Path, trials_path: Path) -> dict[str, float]:
+    """Same-family / other-family impostor EERs of an eval score file (empty if absent)."""
+    if not scores_path.exists():
+        return {}
+    trials = read_trials(trials_path)
+    by_pair = read_scores(scores_path)
+    scores = np.array([by_pair[pair] for pair in zip(trials.enroll, trials.test, strict=True)])
+    labels = np.asarray(trials.labels, dtype=bool)
+    return impostor_eers(scores, labels, same_family(trials.enroll, trials.test))
 
 
 # ------------------------------------------------------------------------------------------
@@ -384,6 +401,12 @@ def render(rows: list[dict[str, Any]]) -> str:
         eers = np.array([100 * m["eer"] for m in members])
         dcfs = np.array([m["min_dcf@0.01"] for m in members])
         spread = f" ({eers.min():.2f}–{eers.max():.2f})" if len(members) > 1 else ""
+        kinds = [
+            f"{100 * np.mean([m[key] for m in members]):.2f}"
+            if all(key in m for m in members)
+            else "-"
+            for key in ("eer_same_family", "eer_other_family")
+        ]
         lines.append(
             [
                 system,
@@ -391,10 +414,13 @@ def render(rows: list[dict[str, Any]]) -> str:
                 score,
                 f"{eers.mean():.2f}{spread}",
                 f"{dcfs.mean():.3f}",
+                *kinds,
                 str(len(members)),
             ]
         )
-    return table(["system", "checkpoint", "score", "EER %", "minDCF@0.01", "seeds"], lines)
+    header = ["system", "checkpoint", "score", "EER %", "minDCF@0.01"]
+    header += ["EER % same-family", "EER % other-family", "seeds"]
+    return table(header, lines)
 
 
 COMPACT_SCORES = (

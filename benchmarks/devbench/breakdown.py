@@ -28,13 +28,26 @@ def read_scores(path: Path) -> dict[tuple[str, str], float]:
     return {(a, b): float(score) for a, b, score, *_ in pairs}
 
 
+def same_family(enroll: list[str], test: list[str]) -> np.ndarray:
+    """Whether each trial's two utterances come from one voice family."""
+    return np.array([family(a) == family(b) for a, b in zip(enroll, test, strict=True)])
+
+
+def impostor_eers(scores: np.ndarray, labels: np.ndarray, same: np.ndarray) -> dict[str, float]:
+    """EER (fraction) of the targets against same-family and against other-family non-targets."""
+    return {
+        "eer_same_family": compute_eer(scores[labels | same], labels[labels | same]),
+        "eer_other_family": compute_eer(scores[labels | ~same], labels[labels | ~same]),
+    }
+
+
 def breakdown(eval_dir: Path, trials_path: Path, score: str) -> str:
     trials = read_trials(trials_path)
     by_pair = read_scores(eval_dir / f"scores_{score}.txt")
     scores = np.array([by_pair[pair] for pair in zip(trials.enroll, trials.test, strict=True)])
     labels = np.asarray(trials.labels, dtype=bool)
     fam_a = np.array([family(u) for u in trials.enroll])
-    same = fam_a == np.array([family(u) for u in trials.test])
+    same = same_family(trials.enroll, trials.test)
     eer = lambda mask: 100 * compute_eer(scores[mask], labels[mask])  # noqa: E731
     per_family = " ".join(f"{f}:{eer(same & (fam_a == f)):.1f}" for f in sorted(set(fam_a)))
     everything = np.ones_like(labels)
