@@ -155,6 +155,11 @@ EXPERIMENTS: dict[str, System] = {
         "ln F0 at 0.9/1.1; the speed copies' ln F0 moves too): 9 copies; 3 epochs = 27 "
         "passes, about the default's 24",
     ),
+    "x_stats": _variant(
+        DEFAULT, "--input-stats-streams", "pitch",
+        note="the default with the pitch stream's utterance mean and std (ln F0 level and range, "
+        "voicing) joined to the pooled vector",
+    ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
         note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",
@@ -293,7 +298,14 @@ def classical_rows(
 
 
 def train_and_eval(
-    name: str, system: System, data: Data, seed: int, work: Path, threads: int, extra: list[str]
+    name: str,
+    system: System,
+    data: Data,
+    seed: int,
+    work: Path,
+    threads: int,
+    extra: list[str],
+    checkpoints: tuple[str, ...] = ("final.pt", "best.pt", "last.pt"),
 ) -> list[dict[str, Any]]:
     """train.py from the recipe, then eval.py on the test trials for each exported checkpoint."""
     run_dir = work / f"{name}_seed{seed}"
@@ -312,7 +324,7 @@ def train_and_eval(
         )  # fmt: skip
     rows = []
     seen: dict[int, str] = {}  # inode -> checkpoint name: final.pt is a hard link to another
-    for checkpoint in ("final.pt", "best.pt", "last.pt"):
+    for checkpoint in checkpoints:
         path = run_dir / checkpoint
         if not path.exists():
             continue
@@ -489,6 +501,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--checkpoints", nargs="+", default=["final.pt", "best.pt", "last.pt"],
+        help="checkpoints of each run to evaluate (final.pt alone saves two evals per run)",
+    )  # fmt: skip
+    parser.add_argument(
         "--train-args", nargs=argparse.REMAINDER, default=[], help="appended to every train.py call"
     )
     parser.add_argument("--peer-python", default=sys.executable, help="python with speechbrain")
@@ -523,8 +539,9 @@ def main(argv: list[str] | None = None) -> int:
                 rows += peer_rows(data, work, args.peer_python, seed, args.peer_epochs)
             else:
                 rows += train_and_eval(
-                    name, systems[name], data, seed, work, args.threads, args.train_args
-                )
+                    name, systems[name], data, seed, work, args.threads, args.train_args,
+                    tuple(args.checkpoints),
+                )  # fmt: skip
         timings[name] = time.perf_counter() - began
         LOG.info("%s done in %.0f s", name, timings[name])
         write_json_atomic(

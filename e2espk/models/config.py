@@ -109,11 +109,15 @@ class ModelConfig:
     # base width 32 for resnet, a few channels for the *_tiny variants).
     backbone_channels: int | None = None
     pooling: str = "attentive_stats"  # POOLINGS name: attentive_stats | stats | mean
+    # Columns of batch["handcrafted"] whose mean and std over time join the pooled vector
+    # directly (e2espk/models/input_stats.py; e.g. the pitch stream's); () for none.
+    input_stats_columns: tuple[int, ...] = ()
     latent_size: int = 192  # embedding dimension
     dropout: float = 0.0  # dropout after the encoders, in attention and before the embedding
 
     def __post_init__(self) -> None:
         self.mode = normalize_mode(self.mode)
+        self.input_stats_columns = tuple(int(c) for c in self.input_stats_columns)
 
     @property
     def uses_ptm(self) -> bool:
@@ -126,8 +130,12 @@ class ModelConfig:
         return self.mode in ("handcrafted", "fusion")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data form for checkpoints and YAML."""
-        return dataclasses.asdict(self)
+        """Plain-data form for checkpoints and YAML. Without input statistics the key is left
+        out, so models that have none keep the dict (and embedding-cache key) they always had."""
+        data = dataclasses.asdict(self)
+        if not self.input_stats_columns:
+            del data["input_stats_columns"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
@@ -186,6 +194,12 @@ class ModelConfig:
                     f"mode {self.mode!r} reads handcrafted features but handcrafted_dim is unset"
                 )
             _check_positive_int("handcrafted_dim", self.handcrafted_dim)
+        bad = [c for c in self.input_stats_columns if not 0 <= c < (self.handcrafted_dim or 0)]
+        if bad:
+            raise ConfigError(
+                f"input_stats_columns {bad} are not columns of the {self.handcrafted_dim or 0} "
+                "handcrafted dims the model reads"
+            )
         if self.mode != "fusion":
             return
         if self.fusion == "cross_attention":

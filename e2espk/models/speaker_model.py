@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from torch import Tensor, nn
 
 from e2espk.errors import ConfigError, InputDataError
@@ -15,6 +16,7 @@ from e2espk.models.backbones import BACKBONES, Backbone
 from e2espk.models.config import ModelConfig
 from e2espk.models.encoders import HandcraftedEncoder, PtmEncoder
 from e2espk.models.fusion import FUSIONS, Fusion, GatingFusion
+from e2espk.models.input_stats import InputStatistics
 from e2espk.models.pooling import POOLINGS, Pooling
 
 logger = logging.getLogger(__name__)
@@ -68,9 +70,13 @@ class SpeakerEmbeddingModel(nn.Module):
             dropout=config.dropout,
         )
         self.pooling: Pooling = POOLINGS.build(config.pooling, in_dim=self.backbone.out_dim)
+        self.input_stats: InputStatistics | None = None
+        if config.input_stats_columns:
+            self.input_stats = InputStatistics(config.input_stats_columns)
+        stats_dim = self.input_stats.out_dim if self.input_stats is not None else 0
         self.embedding = nn.Sequential(
             nn.Dropout(config.dropout),
-            nn.Linear(self.pooling.out_dim, config.latent_size),
+            nn.Linear(self.pooling.out_dim + stats_dim, config.latent_size),
             nn.BatchNorm1d(config.latent_size),
         )
 
@@ -96,7 +102,11 @@ class SpeakerEmbeddingModel(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """``{"ptm": ..., "handcrafted": ...}`` (the keys the mode needs) -> ``(B, latent)``."""
-        return self.embedding(self.pooling(self.frames(batch)))
+        pooled = self.pooling(self.frames(batch))
+        if self.input_stats is not None:
+            stats = self.input_stats(self._stream(batch, HANDCRAFTED_KEY)).to(pooled.dtype)
+            pooled = torch.cat([pooled, stats], dim=1)
+        return self.embedding(pooled)
 
     def ptm_layer_weights(self) -> Tensor | None:
         """Softmax weights of the PTM layers ``(L,)``, or None without a PTM stream."""

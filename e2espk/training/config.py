@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from e2espk.config import option
 from e2espk.data.augment import AugmentConfig
@@ -66,6 +67,14 @@ class TrainConfig:
         metavar="STREAM",
         help="handcrafted streams --cmvn leaves as they are: the level of log F0 is the speaker's "
         "pitch, not a channel offset (give the flag with no stream to normalise all, as before)",
+    )
+    input_stats_streams: tuple[str, ...] = option(
+        (),
+        allow_empty=True,
+        metavar="STREAM",
+        help="handcrafted streams whose utterance mean and std over time join the pooled vector "
+        "directly (e.g. pitch: its level and range; e2espk/models/input_stats.py); a stream the "
+        "model does not read is an error",
     )
     batch_size: int = option(64, help="training batch: speakers x --utts-per-speaker crops")
     utts_per_speaker: int = option(2, help="utterances per speaker in a batch (K of P x K)")
@@ -398,8 +407,11 @@ class TrainConfig:
         values["spec_mix_snr_db"] = tuple(values["spec_mix_snr_db"])
         return AugmentConfig(**values)
 
-    def model_config(self, layout: InputLayout) -> ModelConfig:
-        """The architecture, with input dims resolved from the corpus."""
+    def model_config(
+        self, layout: InputLayout, columns: Mapping[str, slice] | None = None
+    ) -> ModelConfig:
+        """The architecture, with input dims resolved from the corpus; ``columns`` (where each
+        handcrafted stream sits in the model's input) resolves --input-stats-streams."""
         return ModelConfig(
             mode=layout.mode,
             ptm_layers=layout.ptm_layers or None,
@@ -422,7 +434,23 @@ class TrainConfig:
             ptm_layer_dropout=self.ptm_layer_dropout,
             ptm_time_masks=self.ptm_time_masks,
             ptm_time_mask_frames=self.ptm_time_mask_frames,
+            input_stats_columns=self.input_stats_columns(layout, columns or {}),
         ).validate()
+
+    def input_stats_columns(
+        self, layout: InputLayout, columns: Mapping[str, slice]
+    ) -> tuple[int, ...]:
+        """The model-input columns of --input-stats-streams."""
+        missing = [s for s in self.input_stats_streams if s not in columns]
+        if missing:
+            read = ", ".join(layout.handcrafted_streams) if layout.uses_handcrafted else "none"
+            raise ConfigError(
+                f"--input-stats-streams {' '.join(missing)}: the model reads no such handcrafted "
+                f"stream (mode {layout.mode}, feature mode {layout.feature_mode}: {read})"
+            )
+        return tuple(
+            c for s in self.input_stats_streams for c in range(columns[s].start, columns[s].stop)
+        )
 
     def verifier_config(self) -> VerifierConfig:
         return VerifierConfig(

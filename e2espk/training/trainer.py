@@ -271,7 +271,6 @@ def build_run(config: TrainConfig) -> Run:
     seed_everything(config.seed)
     corpus = Corpus(config.train_hdf_file)
     layout = resolve_layout(corpus, config.mode, config.feature_mode)
-    model_config = config.model_config(layout)
     valid = validation_set(config, layout)
     perturb = config.speaker_perturbation()
     dataset = CropDataset(
@@ -282,6 +281,7 @@ def build_run(config: TrainConfig) -> Run:
         config.augment_config(),
         perturb,
     )
+    model_config = config.model_config(layout, dataset.columns)
     offsets = virtual_speaker_offsets(corpus.speaker_offsets, perturb.copies)
     sampler = SpeakerBatchSampler(offsets, config.batch_size, config.utts_per_speaker, config.seed)
     loader = training_loader(dataset, sampler, config.workers, device.type == "cuda")
