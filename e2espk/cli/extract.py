@@ -3,8 +3,10 @@ streams -> an e2espk corpus. A stopped run continues when rerun with the same op
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
+from e2espk import interrupts
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import parse_config, save_config
 
@@ -18,7 +20,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging()
     config = parse_config(ExtractConfig, argv, description=__doc__, prog="data_prep.py extract")
-    report = extract_corpus(config)
+    try:
+        report = extract_corpus(config)
+    except interrupts.Interrupted as stop:
+        print(f"{stop.args[0]}: stopped; rerun the same command to continue", file=sys.stderr)
+        return stop.exit_code
     save_config(config, Path(config.out_path) / f"{config.out_name}.extract.yaml")
     for part, path in report.outputs.items():
         print(

@@ -19,7 +19,7 @@ OUTPUT_FIELDS = (
     "min_recordings", "split_by", "valid_size", "seed", "out_path", "out_name", "compression",
     "compression_level", "chunk_seconds", "overwrite", "skip_bad", "progress", "ptm_dtype",
 )  # fmt: skip
-VOLATILE_FIELDS = ("overwrite", "progress", "restart", "device")  # do not change the corpus
+VOLATILE_FIELDS = ("overwrite", "progress", "restart", "device", "skip_bad")  # same corpus
 
 
 def stream_names() -> list[str]:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,9 @@ class PtmRunner:
         dtype: str = "float16",
     ) -> None:
         from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
         directory = resolve_model_dir(model)
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
@@ -236,7 +240,9 @@ class PtmRunner:
             valid = [(n - kernel) // stride + 1 for n in lengths]
             norm.lengths = torch.tensor(valid, device=self.device) if padded else None
         try:
-            output = self.model(inputs, attention_mask=mask, output_hidden_states=True)
+            with warnings.catch_warnings():  # torch on HF's boolean padding + float bias masks
+                warnings.filterwarnings("ignore", message=".*mismatched key_padding_mask.*")
+                output = self.model(inputs, attention_mask=mask, output_hidden_states=True)
         finally:
             for norm, _, _ in self._norms:
                 norm.lengths = None
