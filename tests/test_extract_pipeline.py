@@ -177,17 +177,25 @@ def run_cli(args: list[str]) -> subprocess.Popen:
     )  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
-def test_a_killed_extraction_continues_to_the_same_corpus(
-    tmp_path: Path, model: Path, stop: int
-) -> None:
-    write_audio(tmp_path / "audio", speakers=6, utterances=8, seed=1)
-    common = ["--audio-dir", str(tmp_path / "audio"), "--streams", "ptm", "mfbe", "pitch",
+@pytest.fixture(scope="module")
+def killable(tmp_path_factory: pytest.TempPathFactory, model: Path) -> tuple[list[str], Path]:
+    """Options of a run worth stopping (24 utterances, checkpoints every batch) and the
+    directory of its uninterrupted corpus."""
+    root = tmp_path_factory.mktemp("killable")
+    write_audio(root / "audio", speakers=4, utterances=6, seed=1)
+    common = ["--audio-dir", str(root / "audio"), "--streams", "ptm", "mfbe", "pitch",
               "--ptm-model", str(model), "--bucket-window", "4", "--ptm-batch-seconds", "2",
               "--split-by", "utterance", "--valid-size", "1"]  # fmt: skip
-    assert main(extract_args(tmp_path / "whole", *common)) == 0
+    assert main(extract_args(root / "whole", *common)) == 0
+    return common, root / "whole"
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_extraction_continues_to_the_same_corpus(
+    tmp_path: Path, killable: tuple[list[str], Path], stop: int
+) -> None:
+    common, whole = killable
     out = tmp_path / "resumed"
     journal = out / ".vox_train.hdf.resumable.jsonl"
     process = run_cli(extract_args(out, *common))
@@ -209,7 +217,7 @@ def test_a_killed_extraction_continues_to_the_same_corpus(
     assert f"vox_train.hdf.resumable: continuing a partial run ({done} utterances done" in err, err
     assert not journal.exists()
     for part in ("train", "valid"):
-        a = corpus_arrays(tmp_path / "whole" / f"vox_{part}.hdf")
+        a = corpus_arrays(whole / f"vox_{part}.hdf")
         b = corpus_arrays(out / f"vox_{part}.hdf")
         assert a.keys() == b.keys()
         for key in a:
