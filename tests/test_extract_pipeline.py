@@ -137,6 +137,16 @@ def test_wav_scp_with_pipes_equals_plain_paths(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_worker_processes_give_the_same_corpus(tmp_path: Path, model: Path) -> None:
+    write_audio(tmp_path / "audio", speakers=2, utterances=3)
+    common = ["--audio-dir", str(tmp_path / "audio"), "--streams", "ptm", "mfcc", "pitch",
+              "--ptm-model", str(model), "--bucket-window", "3"]  # fmt: skip
+    for workers in ("0", "2"):
+        assert main(extract_args(tmp_path / workers, *common, "--workers", workers)) == 0
+    a, b = corpus_arrays(tmp_path / "0" / "vox.hdf"), corpus_arrays(tmp_path / "2" / "vox.hdf")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_an_undecodable_file_is_named_and_skip_bad_reports_it(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     paths = write_audio(tmp_path / "audio", speakers=2, utterances=2)
     broken = tmp_path / "audio" / "spk1" / "utt1.flac"
@@ -198,7 +208,8 @@ def test_a_killed_extraction_continues_to_the_same_corpus(
     common, whole = killable
     out = tmp_path / "resumed"
     journal = out / ".vox_train.hdf.resumable.jsonl"
-    process = run_cli(extract_args(out, *common))
+    workers = ["--workers", "1"] if stop == signal.SIGKILL else []
+    process = run_cli(extract_args(out, *common, *workers))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if journal.exists() and journal.read_text().count('"frames"') >= 3:

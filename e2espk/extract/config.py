@@ -19,7 +19,14 @@ OUTPUT_FIELDS = (
     "min_recordings", "split_by", "valid_size", "seed", "out_path", "out_name", "compression",
     "compression_level", "chunk_seconds", "overwrite", "skip_bad", "progress", "ptm_dtype",
 )  # fmt: skip
-VOLATILE_FIELDS = ("overwrite", "progress", "restart", "device", "skip_bad")  # same corpus
+VOLATILE_FIELDS = (
+    "overwrite",
+    "progress",
+    "restart",
+    "device",
+    "skip_bad",
+    "workers",
+)  # same corpus
 
 
 def stream_names() -> list[str]:
@@ -75,6 +82,10 @@ class ExtractConfig:
     )
     bucket_window: int = option(
         256, help="utterances read at a time and sorted by length into PTM batches"
+    )
+    workers: int = option(
+        0,
+        help="processes that decode audio and compute the handcrafted streams (0: the main one); use them on a GPU, where the CPU work sets the pace",
     )
     device: str = option(
         "auto", help="torch device of the PTM: auto (cuda if present), cpu, cuda:N"

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,11 @@ from e2espk.data.packing import check_layout_options, parse_layers
 from e2espk.data.resumable_writer import ResumableCorpusWriter
 from e2espk.data.splits import SPLITTERS, filter_min_recordings
 from e2espk.errors import InputDataError
-from e2espk.extract.audio import SAMPLE_RATE, AudioItem, DecodeError, decode
+from e2espk.extract.audio import SAMPLE_RATE, AudioItem
 from e2espk.extract.config import VOLATILE_FIELDS, ExtractConfig
-from e2espk.extract.handcrafted import FRAME_RATE_HZ, HANDCRAFTED, WINDOW
+from e2espk.extract.handcrafted import FRAME_RATE_HZ, HANDCRAFTED
 from e2espk.extract.inputs import audio_items, input_files, speakers_of
+from e2espk.extract.prepare import Prepared, Preparer
 from e2espk.fileio import made_dir, write_json_atomic
 from e2espk.progress import progress_bar
 
@@ -125,15 +126,18 @@ class Extractor:
             [ids[i] for i in batch] for batch in plan_batches([len(wavs[u]) for u in ids], budget)
         ]
 
-    def compute(self, wavs: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-        """utt -> stream -> array for one batch, aligned."""
-        states = self.runner(list(wavs.values())) if self.runner is not None else None
+    def compute(self, batch: Sequence[Prepared]) -> dict[str, dict[str, np.ndarray]]:
+        """utt -> stream -> array for one batch of prepared utterances, aligned."""
+        wavs = [p.wav for p in batch if p.wav is not None]
+        states = self.runner(wavs) if self.runner is not None else None
         out = {}
-        for row, (utt, wav) in enumerate(wavs.items()):
-            arrays = {h.name: h.compute(wav) for h in self.handcrafted}
+        for row, prepared in enumerate(batch):
+            arrays = dict(prepared.arrays)
             if states is not None:
                 arrays[PTM_KIND] = states[row]
-            out[utt] = align({name: arrays[name] for name in self.config.streams})
+            if len(arrays) < len(self.config.streams):
+                continue  # finished before a stop: in the batch only to keep it as it was
+            out[prepared.utterance] = align({name: arrays[name] for name in self.config.streams})
         return out
 
     def provenance(self) -> dict[str, Any]:
@@ -203,8 +207,8 @@ def extract_corpus(config: ExtractConfig) -> PackReport:
                     overwrite=config.overwrite,
                 )  # fmt: skip
                 writers[part].attrs["extraction"] = json.dumps(extractor.provenance())
-            run = _Run(config, extractor, specs, items, speakers, assignment, writers)
-            with interrupts.deferred():
+            with Preparer(config.channel, config.workers) as preparer, interrupts.deferred():
+                run = _Run(config, extractor, specs, items, speakers, assignment, writers, preparer)
                 run.all(ordered)
             for part, writer in writers.items():
                 report.utterances[part] = writer.n_utterances
@@ -237,6 +241,7 @@ class _Run:
     speakers: dict[str, str]
     assignment: dict[str, str]
     writers: dict[str, ResumableCorpusWriter]
+    preparer: Preparer
 
     def __post_init__(self) -> None:
         self.checker = validation.UtteranceChecker(self.specs, tolerance=None)
@@ -257,23 +262,21 @@ class _Run:
                 bar.update(len(window))
 
     def window(self, window: list[str], todo: set[str]) -> None:
-        wavs = {}
-        for utt in window:
-            try:
-                wav = decode(self.items[utt], self.config.channel)
-            except DecodeError as error:
-                if utt in todo:
-                    self.bad(utt, str(error))
-                continue
-            if len(wav) < WINDOW:
-                if utt in todo:
-                    self.bad(utt, f"{len(wav)} samples at 16 kHz: shorter than one 25 ms frame")
-                continue
-            wavs[utt] = wav
+        """Prepare a window (handcrafted streams only for unfinished utterances: the others
+        are decoded only so that the PTM batches are those of an uninterrupted run)."""
+        names = tuple(self.config.handcrafted())
+        jobs = [(self.items[utt], names if utt in todo else ()) for utt in window]
+        ready: dict[str, Prepared] = {}
+        for prepared in self.preparer.map(jobs):
+            if prepared.error is None:
+                ready[prepared.utterance] = prepared
+            elif prepared.utterance in todo:
+                self.bad(prepared.utterance, prepared.error)
+        wavs = {utt: p.wav for utt, p in ready.items() if p.wav is not None}
         for batch in self.extractor.batches(wavs):
             if not todo.intersection(batch):
                 continue
-            features = self.extractor.compute({utt: wavs[utt] for utt in batch})
+            features = self.extractor.compute([ready[utt] for utt in batch])
             for utt in batch:
                 if utt in todo:
                     self.write(utt, features[utt])
