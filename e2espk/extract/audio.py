@@ -8,6 +8,7 @@ by utterance id and path or command, never as a bare library traceback.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import subprocess
@@ -125,11 +126,16 @@ def scan_audio_dir(root: Path, suffixes: Iterable[str] = AUDIO_SUFFIXES) -> dict
 
 def _read_bytes(item: AudioItem) -> bytes | str:
     """The pipe's stdout, or the path itself for files (soundfile reads those directly)."""
-    if not item.is_pipe:
-        return item.source
+    return _run_pipe(item.source) if item.is_pipe else item.source
+
+
+@functools.lru_cache(maxsize=1)
+def _run_pipe(command: str) -> bytes:
+    """stdout of ``command``; the last one is kept, so the segments of one piped recording
+    run its command once."""
     try:
         done = subprocess.run(
-            item.source, shell=True, capture_output=True, timeout=PIPE_TIMEOUT_S, check=False
+            command, shell=True, capture_output=True, timeout=PIPE_TIMEOUT_S, check=False
         )
     except subprocess.TimeoutExpired:
         raise DecodeError(f"command did not finish within {PIPE_TIMEOUT_S:.0f}s") from None
