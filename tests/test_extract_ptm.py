@@ -84,10 +84,28 @@ def test_selected_layers_and_preprocessing_follow_the_model_dir(tmp_path: Path) 
         assert np.abs(states - reference).max() < F32_NOISE
 
 
+def test_a_model_id_is_found_in_the_local_hf_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-wavlm"
+    tiny_ptm(repo / "snapshots" / revision, "wavlm")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a network call would fail the test
+    runner = PtmRunner("acme/tiny-wavlm", [0, 1], torch.device("cpu"))
+    assert (runner.info.name, runner.info.revision) == ("acme/tiny-wavlm", revision)
+
+
 def test_a_missing_model_is_a_clear_error_and_never_a_download(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     for missing in (str(tmp_path / "nowhere"), "microsoft/wavlm-base-plus"):
         with pytest.raises(ConfigError, match="never downloads"):
             PtmRunner(missing, None, torch.device("cpu"))
