@@ -10,8 +10,9 @@ over noise, 3-8 s utterances): half 16 kHz WAV, half 44.1 kHz FLAC that soxr res
    MFCC, Praat pitch, and the PTM forward of a tiny random WavLM (3 x 32) and of a randomly
    initialised model of wavlm-base-plus's size (12 layers x 768, GroupNorm encoder), each in
    length-bucketed padded batches (``--ptm-batch-seconds``) and one utterance at a time.
-2. The whole ``data_prep.py extract`` pipeline (all four streams, base-sized model), and the
-   share of its time that decoding/resampling, the handcrafted streams and the model take.
+2. The whole ``data_prep.py extract`` pipeline (all four streams, base-sized model, default
+   batching: one utterance at a time on CPU, padded batches on CUDA), and the share of its time
+   that decoding/resampling, the handcrafted streams and the model take.
 
 No GPU figure here: run the same script on a GPU machine (``--device cuda``) for batching on/off.
 """
@@ -124,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 stages[f"ptm {label}, {mode}"] = best_of(repeats, fn)
         config = ExtractConfig(
             audio_dir=str(root / "audio"), streams=["ptm", "mfbe", "mfcc", "pitch"],
-            ptm_model=str(root / "base-size"), ptm_batch_seconds=args.ptm_batch_seconds,
-            device=args.device, out_path=str(root / "hdf"), progress=False, overwrite=True,
+            ptm_model=str(root / "base-size"), device=args.device, out_path=str(root / "hdf"), progress=False, overwrite=True,
         )  # fmt: skip
         start = time.perf_counter()
         extract_corpus(config)
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parts = {
         "decode + resample": stages["decode + resample"],
         "handcrafted (mfbe+mfcc+pitch)": sum(stages[n] for n in HANDCRAFTED.names()),
-        "PTM forward (batched)": stages["ptm base-size WavLM 12x768, batched"],
+        "PTM forward": stages[f"ptm base-size WavLM 12x768, {pipeline_mode}"],
     }
     rest = max(pipeline_s - sum(parts.values()), 0.0)
     shares = [[name, f"{100 * s / pipeline_s:.1f}"] for name, s in parts.items()]

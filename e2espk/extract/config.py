@@ -76,9 +76,9 @@ class ExtractConfig:
     ptm_dtype: str = option(
         "float16", choices=["float16", "float32"], help="stored dtype of the PTM stream"
     )
-    ptm_batch_seconds: float = option(
-        120.0,
-        help="padded audio seconds per PTM batch (lower it when the device runs out of memory)",
+    ptm_batch_seconds: float | None = option(
+        None,
+        help="padded audio seconds per PTM batch; 0: one utterance at a time. Default: 120 on CUDA (lower it when memory runs out), 0 on CPU, where padded batches measured 1.5x slower (benchmarks/bench_extract.py)",
     )
     bucket_window: int = option(
         256, help="utterances read at a time and sorted by length into PTM batches"
@@ -138,8 +138,10 @@ class ExtractConfig:
             raise ConfigError("--streams ptm needs --ptm-model (a local model directory)")
         if self.ptm_model and PTM_KIND not in self.streams:
             raise ConfigError("--ptm-model given but 'ptm' is not in --streams")
-        if self.ptm_batch_seconds <= 0 or self.bucket_window < 1:
-            raise ConfigError("--ptm-batch-seconds must be > 0 and --bucket-window >= 1")
+        if (self.ptm_batch_seconds or 0) < 0 or self.bucket_window < 1 or self.workers < 0:
+            raise ConfigError(
+                "--ptm-batch-seconds must be >= 0, --bucket-window >= 1 and --workers >= 0"
+            )
 
     def pack_config(self) -> PackConfig:
         """The output options as packing's config, for packing's checks."""

@@ -41,6 +41,7 @@ from e2espk.fileio import made_dir, write_json_atomic
 from e2espk.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
+GPU_BATCH_SECONDS = 120.0  # default padded audio per PTM batch on CUDA (none on CPU)
 
 
 def align(arrays: Mapping[str, np.ndarray], ratio: int = 2) -> dict[str, np.ndarray]:
@@ -121,7 +122,10 @@ class Extractor:
         ids = list(wavs)
         if self.runner is None:
             return [ids]
-        budget = int(self.config.ptm_batch_seconds * SAMPLE_RATE)
+        seconds = self.config.ptm_batch_seconds
+        if seconds is None:
+            seconds = GPU_BATCH_SECONDS if self.runner.device.type == "cuda" else 0.0
+        budget = int(seconds * SAMPLE_RATE)
         return [
             [ids[i] for i in batch] for batch in plan_batches([len(wavs[u]) for u in ids], budget)
         ]
