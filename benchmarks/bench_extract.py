@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         extract_corpus(config)
         pipeline_s = time.perf_counter() - start
+    pipeline_mode = "batched" if device.type == "cuda" else "one at a time"  # the default
     rows = [
         [name, f"{seconds:.2f}", f"{seconds / audio_s:.4f}"] for name, seconds in stages.items()
     ]
