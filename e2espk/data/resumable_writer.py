@@ -79,7 +79,7 @@ class ResumableCorpusWriter(CorpusWriter):
         self._remove_partial()
         handle = h5py.File(self.partial, "w")
         handle.flush()
-        self._append({"signature": self.signature})
+        self._append([{"signature": self.signature}])
         return handle
 
     def _reopen(self) -> h5py.File:
@@ -130,15 +130,14 @@ class ResumableCorpusWriter(CorpusWriter):
         self._file.flush()
         with contextlib.suppress(OSError, ValueError, TypeError):  # not the sec2 driver
             os.fsync(self._file.id.get_vfd_handle())
-        for record in self._pending:
-            self._append(record)
-            if "utterance" in record:
-                self.done.add(record["utterance"])
+        self._append(self._pending)
+        self.done.update(r["utterance"] for r in self._pending if "utterance" in r)
         self._pending = []
 
-    def _append(self, record: Mapping[str, Any]) -> None:
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        """Journal lines, in one write and one fsync."""
         with self.journal.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write("".join(json.dumps(record) + "\n" for record in records))
             handle.flush()
             os.fsync(handle.fileno())
 
