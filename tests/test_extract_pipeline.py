@@ -115,6 +115,9 @@ def test_audio_dir_to_a_split_corpus_with_every_stream(tmp_path: Path, model: Pa
     assert provenance["ptm"]["layers"] == [0, 1, 2, 3] and len(provenance["ptm"]["sha256"]) == 64
     report = json.loads((out / "vox.report.json").read_text())
     assert report["skipped_bad"] == {} and report["utterances"]["train"] == len(train)
+    capsys.readouterr()
+    assert main(["inspect", str(out / "vox_train.hdf")]) == 0
+    assert f"weights sha256 {provenance['ptm']['sha256'][:16]}" in capsys.readouterr().out
 
 
 def test_wav_scp_with_pipes_equals_plain_paths(tmp_path: Path) -> None:
