@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,17 @@ def test_wav_scp_pipes_and_segments(tmp_path: Path) -> None:
     parts = apply_segments(segments, items)
     assert np.allclose(decode(parts["u1"]), wave[4000:16000], atol=1e-4)
     assert np.allclose(decode(parts["u2"]), wave[24000:], atol=1e-4)
+
+
+@pytest.mark.parametrize("stated", [0, 0x7FFFF000, 0xFFFFFFFF])
+def test_a_piped_wav_with_unknown_sizes_decodes(tmp_path: Path, stated: int) -> None:
+    samples = (harmonic(150, 0.5) * 32767).astype("<i2")
+    header = b"RIFF" + struct.pack("<I", stated) + b"WAVE" + b"fmt "
+    header += struct.pack("<IHHIIHH", 16, 1, 1, SR, 2 * SR, 2, 16)
+    header += b"data" + struct.pack("<I", stated)
+    (tmp_path / "streamed.bin").write_bytes(header + samples.tobytes())
+    wav = decode(AudioItem("u", f"cat {tmp_path / 'streamed.bin'}", is_pipe=True))
+    assert np.array_equal(np.round(wav * 32768).astype("<i2"), samples)
 
 
 def test_bad_audio_names_what_went_wrong(tmp_path: Path) -> None:

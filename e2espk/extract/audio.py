@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import io
 import logging
+import struct
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -142,7 +143,27 @@ def _run_pipe(command: str) -> bytes:
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
         raise DecodeError(f"command exited with status {done.returncode}: {' / '.join(tail)}")
-    return done.stdout
+    return fix_streamed_wav(done.stdout)
+
+
+def fix_streamed_wav(data: bytes) -> bytes:
+    """A WAV written to a pipe cannot seek back to fill in its sizes (sox, sph2pipe and others
+    leave 0 or a guess there); set them to what arrived, as Kaldi's reader tolerates."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return data
+    position = 12
+    while position + 8 <= len(data):
+        chunk, size = data[position : position + 4], struct.unpack_from("<I", data, position + 4)[0]
+        if chunk == b"data":
+            actual = len(data) - position - 8
+            if size == 0 or size > actual:
+                patched = bytearray(data)
+                struct.pack_into("<I", patched, position + 4, actual)
+                struct.pack_into("<I", patched, 4, len(data) - 8)
+                return bytes(patched)
+            return data
+        position += 8 + size + (size & 1)
+    return data
 
 
 def decode(item: AudioItem, channel: int = -1) -> np.ndarray:
