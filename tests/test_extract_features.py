@@ -78,6 +78,15 @@ def test_pitch_of_a_harmonic_tone_is_within_2_percent(f0: float) -> None:
     assert np.abs(np.exp(inner[:, 0]) / f0 - 1.0).max() < 0.02
 
 
+@pytest.mark.parametrize("step_s", [0.5, 0.537, 0.61])
+def test_pitch_frames_are_timed_at_the_kaldi_frame_centres(step_s: float) -> None:
+    """An octave step at a known time shows up within two 10 ms frames of it."""
+    pitch = log_f0_voicing(np.concatenate([harmonic(120, step_s), harmonic(240, 0.8)]))
+    first_high = np.flatnonzero(np.exp(pitch[:, 0]) > np.sqrt(120 * 240))[0]
+    centre_s = (200 + 160 * first_high) / SR
+    assert abs(centre_s - step_s) <= 0.02
+
+
 def test_noise_and_silence_frames_are_flagged_unvoiced() -> None:
     tone, hiss, silence = harmonic(150, 0.6), noise(0.6, 0.1), np.zeros(int(0.6 * SR), np.float32)
     pitch = log_f0_voicing(np.concatenate([tone, hiss, silence, tone]))

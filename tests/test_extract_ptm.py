@@ -136,3 +136,36 @@ def test_conv_geometry_of_the_standard_encoder() -> None:
         conv_stride = (5, 2, 2, 2, 2, 2, 2)
 
     assert conv_geometry(Config()) == (320, 400)
+
+
+def changed_frames(compute, wav: np.ndarray, sample: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Indices of the frames that change when one sample changes."""
+    bumped = wav.copy()
+    bumped[sample] += 0.5
+    return np.flatnonzero(
+        np.abs(compute(bumped) - compute(wav)).reshape(len(compute(wav)), -1).max(1) > 0
+    )
+
+
+def test_ptm_frame_i_covers_the_window_of_handcrafted_frame_2i(tmp_path: Path) -> None:
+    """The documented timing, observed: PTM frame i reads samples [320 i, 320 i + 400) (the
+    convolutional encoder, LayerNorm variant: no norm over time), Kaldi frame j reads
+    [160 j, 160 j + 400)."""
+    from e2espk.extract.handcrafted import log_mel
+
+    runner = PtmRunner(str(tiny_ptm(tmp_path / "w2v", "wav2vec2")), None, torch.device("cpu"))
+
+    def encoder(wav: np.ndarray) -> np.ndarray:  # (frames, channels)
+        with torch.no_grad():
+            return runner.model.feature_extractor(torch.from_numpy(wav)[None])[0].T.numpy()
+
+    wav = (0.1 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)
+    for i in (3, 10):
+        first, last = 320 * i, 320 * i + 399
+        assert i in changed_frames(encoder, wav, first) and i in changed_frames(encoder, wav, last)
+        assert i not in changed_frames(encoder, wav, first - 1)
+        assert i not in changed_frames(encoder, wav, last + 1)
+        j = 2 * i  # the handcrafted frame with the same window
+        assert j in changed_frames(log_mel, wav, first) and j in changed_frames(log_mel, wav, last)
+        assert j not in changed_frames(log_mel, wav, first - 1)
+        assert j not in changed_frames(log_mel, wav, last + 1)
