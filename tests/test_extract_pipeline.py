@@ -261,3 +261,21 @@ def test_too_short_audio_is_bad_not_a_crash(tmp_path: Path) -> None:
     assert main(args) == 0
     report = json.loads((tmp_path / "hdf" / "vox.report.json").read_text())
     assert "shorter than one 25 ms frame" in report["skipped_bad"]["spk0/short"]
+
+
+@pytest.mark.slow
+def test_audio_to_corpus_to_training(tmp_path: Path, killable: tuple[list[str], Path]) -> None:
+    """What the extraction is for: its corpus trains a fusion model as it is."""
+    from e2espk.training.config import TrainConfig
+    from e2espk.training.trainer import train
+    from tests.conftest import TINY_TRAIN
+
+    _, whole = killable
+    config = TrainConfig(
+        train_hdf_file=str(whole / "vox_train.hdf"), checkpoint_path=str(tmp_path / "run"),
+        mode="fusion", feature_mode="mfbe_pitch", backbone="ecapa_tdnn_tiny", epochs=1,
+        max_steps_per_epoch=2, select_metric="cosine/eer", **TINY_TRAIN,
+    )  # type: ignore[arg-type]  # fmt: skip
+    result = train(config)
+    assert result.history[0]["train/steps"] == 2
+    assert np.isfinite(result.history[0]["train/loss"])
