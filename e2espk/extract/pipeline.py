@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,30 +252,40 @@ class _Run:
         self.finished = set().union(*(w.done | set(w.bad) for w in self.writers.values()))
 
     def all(self, ordered: list[str]) -> None:
+        """Every unfinished window, the next one already being prepared (by the workers, when
+        there are some) while the model runs on the current one."""
         size = self.config.bucket_window
         windows = [ordered[i : i + size] for i in range(0, len(ordered), size)]
+        pending = [(w, {u for u in w if u not in self.finished}) for w in windows]
+        pending = [(window, todo) for window, todo in pending if todo]
         bar = progress_bar(
             total=len(ordered), enabled=self.config.progress, desc="extracting", unit="utt"
         )
         with bar:
-            for window in windows:
+            bar.update(len(ordered) - sum(len(window) for window, _ in pending))
+            upcoming = self.prepare(*pending[0]) if pending else None
+            for k, (window, todo) in enumerate(pending):
                 interrupts.check()
-                todo = [utt for utt in window if utt not in self.finished]
-                if todo:
-                    self.window(window, set(todo))
+                current = upcoming
+                upcoming = self.prepare(*pending[k + 1]) if k + 1 < len(pending) else None
+                assert current is not None
+                self.window(todo, current)
                 bar.update(len(window))
 
-    def window(self, window: list[str], todo: set[str]) -> None:
-        """Prepare a window (handcrafted streams only for unfinished utterances: the others
-        are decoded only so that the PTM batches are those of an uninterrupted run)."""
+    def prepare(self, window: list[str], todo: set[str]) -> Iterator[Prepared]:
+        """Start preparing a window: handcrafted streams only for unfinished utterances (the
+        others are decoded only so that the PTM batches are those of an uninterrupted run)."""
         names = tuple(self.config.handcrafted())
-        jobs = [(self.items[utt], names if utt in todo else ()) for utt in window]
+        return self.preparer.map([(self.items[u], names if u in todo else ()) for u in window])
+
+    def window(self, todo: set[str], prepared: Iterator[Prepared]) -> None:
+        """Run the model on a prepared window and write its unfinished utterances."""
         ready: dict[str, Prepared] = {}
-        for prepared in self.preparer.map(jobs):
-            if prepared.error is None:
-                ready[prepared.utterance] = prepared
-            elif prepared.utterance in todo:
-                self.bad(prepared.utterance, prepared.error)
+        for item in prepared:
+            if item.error is None:
+                ready[item.utterance] = item
+            elif item.utterance in todo:
+                self.bad(item.utterance, item.error)
         wavs = {utt: p.wav for utt, p in ready.items() if p.wav is not None}
         for batch in self.extractor.batches(wavs):
             if not todo.intersection(batch):
