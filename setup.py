@@ -16,6 +16,14 @@ COMMANDS = {
     "e2espk-hp-search-slurm": "e2espk.cli.hp_search_slurm:main",
 }
 
+EXTRACT = [
+    "soundfile>=0.12",
+    "soxr>=0.3",
+    "kaldi-native-fbank>=1.18",
+    "praat-parselmouth>=0.4.3",
+    "transformers>=4.40",
+]
+
 setup(
     name="e2espk",
     version="0.1.0",
@@ -41,7 +49,10 @@ setup(
         "pyyaml>=6.0",
     ],
     extras_require={
-        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8"],
+        # `data_prep.py extract`: audio decoding/resampling, Kaldi fbank/MFCC, Praat pitch, PTMs
+        "extract": EXTRACT,
+        # the test suite runs the extraction tests too, so dev pulls the extract extra in
+        "dev": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", *EXTRACT],
         # benchmarks/devbench (real-audio dev benchmark); also needs Debian's espeak-ng, flite,
         # festival voices and `pip install --no-deps resemblyzer` (benchmarks/devbench/README.md)
         "devbench": [

@@ -49,7 +49,9 @@ def user_errors_exit_cleanly(main: Main) -> Main:
             except KeyboardInterrupt:
                 return interrupted(2)
             except BrokenPipeError:  # e.g. `train.py --help | head`: the reader left, not an error
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python docs' recipe
+                os.dup2(
+                    os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()
+                )  # Python docs' recipe
                 return 128 + signal.SIGPIPE
             except E2eSpkError as error:
                 if interrupts.requested():

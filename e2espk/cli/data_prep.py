@@ -10,7 +10,7 @@ from e2espk.config import parse_config
 from e2espk.data.packing import PackConfig, pack_corpus
 
 LOG = logging.getLogger("e2espk.data_prep")
-SUBCOMMANDS = ("inspect", "demo")
+SUBCOMMANDS = ("inspect", "demo", "extract")
 
 
 @user_errors_exit_cleanly
@@ -20,14 +20,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in SUBCOMMANDS:
-        from e2espk.cli import demo_corpus, inspect
+        from e2espk.cli import demo_corpus, extract, inspect
 
-        return {"inspect": inspect.main, "demo": demo_corpus.main}[args[0]](args[1:])
+        commands = {"inspect": inspect.main, "demo": demo_corpus.main, "extract": extract.main}
+        return commands[args[0]](args[1:])
     setup_logging()
     config = parse_config(
         PackConfig,
         args,
-        description=__doc__ + " Subcommands: 'inspect FILE', 'demo'.",
+        description=__doc__ + " Subcommands: 'inspect FILE', 'demo', 'extract' (from audio).",
         prog="data_prep.py",
     )
     report = pack_corpus(config)

@@ -27,6 +27,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary["bytes_per_hour"]:
         lines.append(f"  size/hour:  {summary['bytes_per_hour'] / 2**20:.1f} MiB")
+    ptm = (summary.get("extraction") or {}).get("ptm")
+    if ptm:
+        lines.append(
+            f"  extracted:  from audio; PTM {ptm['name']} ({ptm['model_type']}, weights sha256 "
+            f"{ptm['sha256'][:16]}, revision {ptm['revision'] or '-'}), layers {ptm['layers']}"
+        )
+    elif summary.get("extraction"):
+        lines.append("  extracted:  from audio (data_prep.py extract)")
     lines.append("  streams:")
     for name, stream in summary["streams"].items():
         rate = (

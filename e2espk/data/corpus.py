@@ -163,14 +163,29 @@ class CorpusWriter:
             self._filters = {"compression": compression, "shuffle": True}
             if compression == "gzip":
                 self._filters["compression_opts"] = compression_level
+        self.attrs: dict[str, str] = {}  # more file attributes, written by close()
+        self._rows: dict[str, dict[str, list[int]]] = {}  # speaker -> utterance -> frames
+        self._file = self._open()
+
+    def _open(self) -> h5py.File:
+        """The file being built: a temp file beside ``path`` (a subclass may resume one)."""
         self._atomic = atomic_path(self.path)
         self._tmp = self._atomic.__enter__()
         try:
-            self._file = h5py.File(self._tmp, "w")
+            return h5py.File(self._tmp, "w")
         except BaseException as error:  # the temp file goes now, not when garbage-collected
             self._atomic.__exit__(type(error), error, error.__traceback__)
             raise
-        self._rows: dict[str, dict[str, list[int]]] = {}  # speaker -> utterance -> frames
+
+    def _commit(self) -> None:
+        """Move the closed file to its final name."""
+        self._atomic.__exit__(None, None, None)
+
+    def _discard(self) -> None:
+        """Remove the closed, unfinished file."""
+        error = RuntimeError("aborted")
+        with contextlib.suppress(RuntimeError):
+            self._atomic.__exit__(type(error), error, None)
 
     def add(self, speaker: str, utterance: str, features: Mapping[str, np.ndarray]) -> None:
         """Store one utterance; ``features`` maps each stream name to its array."""
@@ -230,17 +245,17 @@ class CorpusWriter:
         attrs["schema_version"] = SCHEMA_VERSION
         attrs["e2espk_version"] = __version__
         attrs["streams"] = json.dumps([spec.to_json() for spec in self.streams.values()])
+        for key, value in self.attrs.items():
+            attrs[key] = value
         self._file.close()
-        self._atomic.__exit__(None, None, None)
+        self._commit()
         return self.path
 
     def abort(self) -> None:
         """Discard everything written so far."""
         if self._file.id.valid:
             self._file.close()
-        error = RuntimeError("aborted")
-        with contextlib.suppress(RuntimeError):
-            self._atomic.__exit__(type(error), error, None)
+        self._discard()
 
     def __enter__(self) -> CorpusWriter:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,14 @@ def summarize(corpus: Corpus) -> dict[str, Any]:
         "bytes_per_hour": corpus.path.stat().st_size / hours if hours else None,
         "utterances_per_speaker": _distribution(per_speaker),
         "streams": streams,
+        "extraction": _extraction(corpus),
     }
+
+
+def _extraction(corpus: Corpus) -> dict[str, Any] | None:
+    """How ``data_prep.py extract`` made the streams (model, weights hash), if it did."""
+    raw = corpus.handle.attrs.get("extraction")
+    return json.loads(raw) if raw is not None else None
 
 
 def check_integrity(corpus: Corpus, check_values: bool = True, progress: bool = False) -> list[str]:

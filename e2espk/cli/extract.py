@@ -1,0 +1,41 @@
+"""``data_prep.py extract``: audio (Kaldi wav.scp or a wav/flac tree) -> PTM and handcrafted
+streams -> an e2espk corpus. A stopped run continues when rerun with the same options."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from e2espk import interrupts
+from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
+from e2espk.config import parse_config, save_config
+
+
+@user_errors_exit_cleanly
+def main(argv: Sequence[str] | None = None) -> int:
+    from pathlib import Path
+
+    from e2espk.extract.config import ExtractConfig
+    from e2espk.extract.pipeline import extract_corpus
+
+    setup_logging()
+    config = parse_config(ExtractConfig, argv, description=__doc__, prog="data_prep.py extract")
+    try:
+        report = extract_corpus(config)
+    except interrupts.Interrupted as stop:
+        print(f"{stop.args[0]}: stopped; rerun the same command to continue", file=sys.stderr)
+        return stop.exit_code
+    save_config(config, Path(config.out_path) / f"{config.out_name}.extract.yaml")
+    for part, path in report.outputs.items():
+        print(
+            f"{part}: {path}: {report.speakers[part]} speakers, {report.utterances[part]} utterances"
+        )
+    if report.dropped_min_recordings:
+        print(
+            f"dropped {report.dropped_min_recordings} utterances of speakers below --min-recordings"
+        )
+    if report.skipped_bad:
+        print(f"skipped {len(report.skipped_bad)} bad utterances (listed in the report JSON):")
+        for utterance, why in sorted(report.skipped_bad.items()):
+            print(f"  {utterance}: {why}")
+    return 0

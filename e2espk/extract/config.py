@@ -1,0 +1,151 @@
+"""ExtractConfig: the options of ``data_prep.py extract`` (the field help is the documentation).
+
+The output options (split, compression, chunking, ``--skip-bad``, ...) mean what they mean in
+packing; :meth:`ExtractConfig.pack_config` hands them to packing's own checks and splitters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from e2espk.config import option
+from e2espk.data.corpus import COMPRESSIONS, PTM_KIND
+from e2espk.data.pack_config import PackConfig
+from e2espk.data.splits import SPLITTERS
+from e2espk.errors import ConfigError
+from e2espk.extract.handcrafted import HANDCRAFTED
+
+OUTPUT_FIELDS = (
+    "min_recordings", "split_by", "valid_size", "seed", "out_path", "out_name", "compression",
+    "compression_level", "chunk_seconds", "overwrite", "skip_bad", "progress", "ptm_dtype",
+)  # fmt: skip
+VOLATILE_FIELDS = (
+    "overwrite",
+    "progress",
+    "restart",
+    "device",
+    "skip_bad",
+    "workers",
+)  # same corpus
+
+
+def stream_names() -> list[str]:
+    return [PTM_KIND, *HANDCRAFTED.names()]
+
+
+@dataclasses.dataclass
+class ExtractConfig:
+    """Options of ``data_prep.py extract``: audio -> features -> an e2espk corpus."""
+
+    # audio input: a Kaldi wav.scp (optionally with segments) or a directory tree
+    wav_scp: str | None = option(
+        None, help="Kaldi wav.scp: '<recording> <path>' or '<recording> <command> |' lines"
+    )
+    segments: str | None = option(
+        None, help="Kaldi segments file '<utt> <recording> <start> <end>' over --wav-scp"
+    )
+    audio_dir: str | None = option(
+        None,
+        help="directory tree of .wav/.flac files; utterance id = relative path without suffix",
+    )
+    utt2spk: list[str] = option(
+        default_factory=list,
+        help="speaker maps (utt2spk, spk2utt or .pt dict); default: the utt2spk beside --wav-scp",
+    )
+    speaker_from_id: str | None = option(
+        None,
+        help="take the speaker as the part of the id before this separator (default '/' with --audio-dir)",
+    )
+    unknown_speakers: bool = option(
+        False, help="utterances without a speaker get speaker 'unknown' (blind test data)"
+    )
+    channel: int = option(-1, help="audio channel to use; -1 averages all channels")
+    # features
+    streams: list[str] = option(
+        default_factory=lambda: ["mfbe", "pitch"],
+        choices=stream_names(),
+        help="streams to extract: ptm (model hidden states), mfbe (80 log-mel), mfcc (40 hires), pitch (log F0 + voicing)",
+    )
+    ptm_model: str | None = option(
+        None,
+        help="PTM for the ptm stream: a local directory or a model id in the local HF cache (never downloaded)",
+    )
+    ptm_layers: str | None = option(
+        None, help="hidden states to keep, e.g. '0-12' or '0,6,12' (default: all)"
+    )
+    ptm_dtype: str = option(
+        "float16", choices=["float16", "float32"], help="stored dtype of the PTM stream"
+    )
+    ptm_batch_seconds: float | None = option(
+        None,
+        help="padded audio seconds per PTM batch; 0: one utterance at a time. Default: 120 on CUDA (lower it when memory runs out), 0 on CPU, where padded batches measured 1.5x slower (benchmarks/bench_extract.py)",
+    )
+    bucket_window: int = option(
+        256, help="utterances read at a time and sorted by length into PTM batches"
+    )
+    workers: int = option(
+        0,
+        help="processes that decode audio and compute the handcrafted streams (0: the main one); use them on a GPU, where the CPU work sets the pace",
+    )
+    device: str = option(
+        "auto", help="torch device of the PTM: auto (cuda if present), cpu, cuda:N"
+    )
+    # output: as in packing
+    min_recordings: int = option(1, help="drop speakers with fewer utterances than this")
+    split_by: str = option(
+        "none",
+        choices=SPLITTERS.names(),
+        help="write a train and a valid file split by held-out speakers or utterances",
+    )
+    valid_size: float = option(
+        0.1,
+        help="held-out share: a fraction (<1) or a count (>=1) of speakers, or of each speaker's utterances",
+    )
+    seed: int = option(0, help="seed of the split")
+    out_path: str = option(".", help="output directory")
+    out_name: str = option(
+        "corpus", help="output file stem: NAME.hdf, or NAME_train.hdf and NAME_valid.hdf"
+    )
+    compression: str = option("none", choices=list(COMPRESSIONS), help="HDF5 compression filter")
+    compression_level: int = option(4, help="gzip level 1-9")
+    chunk_seconds: float = option(0.5, help="seconds of frames per HDF5 chunk; 0: contiguous")
+    skip_bad: bool = option(
+        False,
+        help="skip undecodable or too short utterances (listed in the report) instead of failing",
+    )
+    overwrite: bool = option(False, help="replace existing output files")
+    restart: bool = option(
+        False, help="discard the partial files of an interrupted run instead of continuing it"
+    )
+    progress: bool = option(True, help="show a progress bar")
+
+    def __post_init__(self) -> None:
+        for name in self.streams:
+            if name not in stream_names():
+                raise ConfigError(
+                    f"unknown stream {name!r}; choose from: {', '.join(stream_names())}"
+                )
+        if len(set(self.streams)) != len(self.streams):
+            raise ConfigError(f"--streams lists a stream twice: {self.streams}")
+
+    def check(self) -> None:
+        """Option combinations, before any audio is read."""
+        if (self.wav_scp is None) == (self.audio_dir is None):
+            raise ConfigError("give exactly one audio input: --wav-scp or --audio-dir")
+        if self.segments and not self.wav_scp:
+            raise ConfigError("--segments needs --wav-scp")
+        if PTM_KIND in self.streams and not self.ptm_model:
+            raise ConfigError("--streams ptm needs --ptm-model (a local model directory)")
+        if self.ptm_model and PTM_KIND not in self.streams:
+            raise ConfigError("--ptm-model given but 'ptm' is not in --streams")
+        if (self.ptm_batch_seconds or 0) < 0 or self.bucket_window < 1 or self.workers < 0:
+            raise ConfigError(
+                "--ptm-batch-seconds must be >= 0, --bucket-window >= 1 and --workers >= 0"
+            )
+
+    def pack_config(self) -> PackConfig:
+        """The output options as packing's config, for packing's checks."""
+        return PackConfig(**{name: getattr(self, name) for name in OUTPUT_FIELDS})
+
+    def handcrafted(self) -> list[str]:
+        return [name for name in self.streams if name != PTM_KIND]
