@@ -160,6 +160,13 @@ EXPERIMENTS: dict[str, System] = {
         note="the default with the pitch stream's utterance mean and std (ln F0 level and range, "
         "voicing) joined to the pooled vector",
     ),
+    "x_p4_f0_stats": _variant(
+        DEFAULT, "--speaker-perturb", "0.88", "0.94", "1.06", "1.12", "--epochs", "5",
+        "--margin-warmup-epochs", "3", "--average-last", "3",
+        "--speaker-perturb-log-f0-column", "0", "--input-stats-streams", "pitch",
+        note="x_perturb4 with the copies' ln F0 moved by ln(factor) and the pitch statistics "
+        "joined to the pooled vector",
+    ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
         note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",
