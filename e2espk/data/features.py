@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from e2espk.data.corpus import PTM_KIND, Corpus
-from e2espk.errors import ConfigError, InputDataError
+from e2espk.errors import InputDataError
+from e2espk.modes import canonical_mode
 from e2espk.registry import Registry
 
 FEATURE_MODES: Registry[tuple[str, ...]] = Registry("feature mode")
@@ -19,25 +20,6 @@ FEATURE_MODES.register("mfcc_pitch")(("mfcc", "pitch"))
 FEATURE_MODES.register("mfbe_only", "mfbe")(("mfbe",))
 FEATURE_MODES.register("mfcc_only", "mfcc")(("mfcc",))
 FEATURE_MODES.register("pitch_only", "pitch")(("pitch",))
-
-MODES = {
-    "ptm": "ptm",
-    "handcrafted": "handcrafted",
-    "fusion": "fusion",
-    "1": "ptm",
-    "2": "handcrafted",
-    "3": "fusion",
-}
-
-
-def canonical_mode(mode: str | int) -> str:
-    """'1'/'2'/'3' (as in the original e2e tools) or a name -> 'ptm' | 'handcrafted' | 'fusion'."""
-    try:
-        return MODES[str(mode)]
-    except KeyError:
-        raise ConfigError(
-            f"unknown mode {mode!r}; choose one of: ptm (1), handcrafted (2), fusion (3)"
-        ) from None
 
 
 @dataclasses.dataclass(frozen=True)

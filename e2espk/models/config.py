@@ -12,17 +12,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from e2espk.errors import ConfigError
+from e2espk.modes import canonical_mode
 
-# Mode names and the numeric aliases used on the command line (--mode 1|2|3).
-MODE_ALIASES: dict[str, str] = {
-    "ptm": "ptm",
-    "1": "ptm",
-    "handcrafted": "handcrafted",
-    "2": "handcrafted",
-    "fusion": "fusion",
-    "3": "fusion",
-}
-MODES = ("ptm", "handcrafted", "fusion")
 PTM_NORMS = ("layer", "instance", "none")
 FUSION_DIRECTIONS = ("ptm_to_hc", "both")
 GATE_GRANULARITIES = ("frame", "channel")
@@ -30,14 +21,7 @@ GATE_GRANULARITIES = ("frame", "channel")
 C = TypeVar("C")
 
 
-def normalize_mode(mode: str | int) -> str:
-    """Canonical mode name for ``mode`` or one of its aliases ("1", "2", "3")."""
-    key = str(mode).strip().lower()
-    if key not in MODE_ALIASES:
-        raise ConfigError(
-            f"unknown mode {mode!r}; choose one of: ptm (1), handcrafted (2), fusion (3)"
-        )
-    return MODE_ALIASES[key]
+normalize_mode = canonical_mode  # the name this module has always exported
 
 
 def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:

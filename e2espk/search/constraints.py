@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from e2espk.data.corpus import PTM_KIND, Corpus
-from e2espk.data.features import FEATURE_MODES, canonical_mode
+from e2espk.data.features import FEATURE_MODES
 from e2espk.errors import ConfigError, E2eSpkError
+from e2espk.modes import canonical_mode
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from e2espk.config import option
 from e2espk.data.augment import AugmentConfig
-from e2espk.data.features import FEATURE_MODES, MODES, InputLayout
+from e2espk.data.features import FEATURE_MODES, InputLayout
 from e2espk.data.speaker_perturb import SpeakerPerturbation
 from e2espk.data.transforms import ABSOLUTE_STREAMS, CMVN, Normalization
 from e2espk.errors import ConfigError
@@ -19,6 +19,7 @@ from e2espk.models.config import ModelConfig
 from e2espk.models.fusion import FUSIONS
 from e2espk.models.pooling import POOLINGS
 from e2espk.models.verification import DEFAULT_PAIR_FEATURES, PAIR_FEATURES, VerifierConfig
+from e2espk.modes import MODE_ALIASES
 from e2espk.scoring.scores import SCORE_TYPES
 from e2espk.training.margin_schedule import MarginSchedule
 from e2espk.training.optim import OPTIMIZERS, SCHEDULES
@@ -50,7 +51,9 @@ class TrainConfig:
         4.0, help="validation embeddings average windows of this length"
     )
     mode: str = option(
-        "fusion", choices=sorted(MODES), help="ptm (1), handcrafted (2) or fusion (3) of both"
+        "fusion",
+        choices=sorted(MODE_ALIASES),
+        help="ptm (1), handcrafted (2) or fusion (3) of both",
     )
     feature_mode: str = option(
         "mfbe_pitch", choices=FEATURE_MODES.choices(), help="handcrafted streams the model reads"
