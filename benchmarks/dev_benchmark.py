@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -367,15 +368,22 @@ def train_and_eval(
     return rows
 
 
+@functools.lru_cache(maxsize=4)
+def labelled_trials(trials_path: Path) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The trial list, its labels and its same-family mask, parsed once per file."""
+    trials = read_trials(trials_path)
+    labels = np.asarray(trials.labels, dtype=bool)
+    return trials, labels, same_family(trials.enroll, trials.test)
+
+
 def family_eers(scores_path: Path, trials_path: Path) -> dict[str, float]:
     """Same-family / other-family impostor EERs of an eval score file (empty if absent)."""
     if not scores_path.exists():
         return {}
-    trials = read_trials(trials_path)
+    trials, labels, same = labelled_trials(trials_path)
     by_pair = read_scores(scores_path)
     scores = np.array([by_pair[pair] for pair in zip(trials.enroll, trials.test, strict=True)])
-    labels = np.asarray(trials.labels, dtype=bool)
-    return impostor_eers(scores, labels, same_family(trials.enroll, trials.test))
+    return impostor_eers(scores, labels, same)
 
 
 # ------------------------------------------------------------------------------------------

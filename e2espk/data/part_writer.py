@@ -50,16 +50,22 @@ def write_parts(
                     report.skipped_bad[utterance] = f"{problem.stream}: {problem.message}"
                     continue
                 writers[assignment[utterance]].add(speakers[utterance], utterance, arrays)
-        for part, writer in writers.items():
-            report.utterances[part] = writer.n_utterances
-            report.speakers[part] = writer.n_speakers
-            if not writer.n_utterances:
-                raise InputDataError(
-                    names[part], "no utterance left to write after skipping bad ones"
-                )
-        for writer in writers.values():
-            writer.close()
+        close_parts(writers, names, report)
     except BaseException:
         for writer in writers.values():
             writer.abort()
         raise
+
+
+def close_parts(
+    writers: Mapping[str, CorpusWriter], names: Mapping[str, Path], report: PackReport
+) -> None:
+    """Count every part into ``report``, then close them all; a part that every utterance
+    skipped is an error naming its file (the caller aborts the writers)."""
+    for part, writer in writers.items():
+        report.utterances[part] = writer.n_utterances
+        report.speakers[part] = writer.n_speakers
+        if not writer.n_utterances:
+            raise InputDataError(names[part], "no utterance left to write after skipping bad ones")
+    for writer in writers.values():
+        writer.close()

@@ -29,6 +29,7 @@ from e2espk.data import validation
 from e2espk.data.corpus import HANDCRAFTED_KIND, PTM_KIND, StreamSpec
 from e2espk.data.pack_config import PackReport
 from e2espk.data.packing import check_layout_options, parse_layers
+from e2espk.data.part_writer import close_parts
 from e2espk.data.resumable_writer import ResumableCorpusWriter
 from e2espk.data.splits import SPLITTERS, filter_min_recordings
 from e2espk.errors import InputDataError
@@ -214,16 +215,9 @@ def extract_corpus(config: ExtractConfig) -> PackReport:
             with Preparer(config.channel, config.workers) as preparer, interrupts.deferred():
                 run = _Run(config, extractor, specs, items, speakers, assignment, writers, preparer)
                 run.all(ordered)
-            for part, writer in writers.items():
-                report.utterances[part] = writer.n_utterances
-                report.speakers[part] = writer.n_speakers
-                report.skipped_bad.update(writer.bad)
-                if not writer.n_utterances:
-                    raise InputDataError(
-                        names[part], "no utterance left to write after skipping bad ones"
-                    )
             for writer in writers.values():
-                writer.close()
+                report.skipped_bad.update(writer.bad)
+            close_parts(writers, names, report)
         except BaseException:
             for writer in writers.values():
                 writer.abort()
