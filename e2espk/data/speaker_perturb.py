@@ -86,16 +86,10 @@ class SpeakerPerturbation:
 
     @functools.cached_property
     def warps(self) -> tuple[CopyWarp, ...]:
-        """The warp of every copy, the original (identity) first; speed copies keep F0 unless
-        ``log_f0_column`` is set, as before the other kinds existed."""
-        warps = [IDENTITY]
-        for kind, factors in self.kinds().items():
-            for factor in factors:
-                warp = COPY_KINDS[kind](float(factor))
-                if kind == "speed" and self.log_f0_column is None:
-                    warp = dataclasses.replace(warp, f0=1.0)
-                warps.append(warp)
-        return tuple(warps)
+        """The warp of every copy, the original (identity) first. F0 factors act only on a
+        named ``log_f0_column`` (``shift_log_f0``), so without one speed copies keep F0."""
+        kinds = self.kinds().items()
+        return (IDENTITY, *(COPY_KINDS[k](float(f)) for k, factors in kinds for f in factors))
 
     @property
     def copies(self) -> int:
