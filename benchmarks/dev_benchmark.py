@@ -168,6 +168,11 @@ EXPERIMENTS: dict[str, System] = {
         note="x_perturb4 with the copies' ln F0 moved by ln(factor) and the pitch statistics "
         "joined to the pooled vector",
     ),
+    "x_side": _variant(
+        DEFAULT, "--side-scores", "pitch_level", "--fusion-backends", "plda",
+        note="the default with the pitch level (median ln F0 distance) and a PLDA fitted on "
+        "training embeddings at export as inputs of the fitted score fusion (training unchanged)",
+    ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
         note="the default with speaker copies at 0.85/1.15 speed (0.9/1.1 before)",

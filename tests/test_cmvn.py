@@ -73,9 +73,7 @@ def test_checkpoints_from_before_the_option_normalise_every_stream() -> None:
         return EmbeddingSystem(None, None, None, train_config, 0)  # type: ignore[arg-type]
 
     assert system({"cmvn": "mean"}).normalization == Normalization("mean", ())
-    assert system({"cmvn": "mean", "cmvn_skip_streams": ["pitch"]}).normalization.skip == (
-        "pitch",
-    )
+    assert system({"cmvn": "mean", "cmvn_skip_streams": ["pitch"]}).normalization.skip == ("pitch",)
 
 
 def test_a_misspelt_skipped_stream_is_refused_with_the_corpus_streams(tmp_path: Path) -> None:

@@ -74,7 +74,9 @@ def test_interrupted_extraction_resumes_with_identical_embeddings(
         np.testing.assert_allclose(again, uninterrupted, rtol=1e-6, atol=1e-6)
         assert 0 < resumed.model.calls < full.model.calls  # only the rest was embedded
         finished = counting_system(tiny_checkpoint)
-        np.testing.assert_array_equal(run(finished.model, finished.layout, finished.normalization), again)
+        np.testing.assert_array_equal(
+            run(finished.model, finished.layout, finished.normalization), again
+        )
         assert finished.model.calls == 0
 
 

@@ -64,7 +64,10 @@ def main(argv: list[str]) -> int:
         fused[fold == k] = model.decision_function(x[fold == k])
     columns[" + ".join(columns)] = fused
     for name, scores in columns.items():
-        eer = [100 * compute_eer(scores[m], labels[m]) for m in (labels | True, labels | same, labels | ~same)]
+        eer = [
+            100 * compute_eer(scores[m], labels[m])
+            for m in (labels | True, labels | same, labels | ~same)
+        ]
         print(f"{name:32s} all {eer[0]:.2f}  same-family {eer[1]:.2f}  other-family {eer[2]:.2f}")
     return 0
 

@@ -8,7 +8,7 @@ optimizer. ``load_embedding_system`` builds it (and its ``EmbeddingContract``) o
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import InputLayout
 from e2espk.data.transforms import Normalization
-from e2espk.errors import InputDataError
+from e2espk.errors import ConfigError, InputDataError
 from e2espk.inference.checkpoint_file import (
     load_checkpoint,
     training_normalization,
@@ -26,11 +26,14 @@ from e2espk.inference.checkpoint_file import (
 )
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.inference.extraction import extract
+from e2espk.inference.side_values import side_values
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, VerifierConfig, build_pair_verifier
+from e2espk.scoring.backends import Backend, backend_from_dict
 from e2espk.scoring.metrics import ScoringInputError
 from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.scores import score_all
+from e2espk.scoring.side_scores import SideScore, side_score_from_dict
 
 
 @dataclasses.dataclass
@@ -48,6 +51,11 @@ class EmbeddingSystem:
     # from the checkpoint (load_embedding_system); None only in a system assembled by hand,
     # which then embeds as the training options in ``train_config`` say
     contract: EmbeddingContract | None = None
+    # the utterance-level scores its fusion weighs (``--side-scores``), by name
+    side_scores: dict[str, SideScore] = dataclasses.field(default_factory=dict)
+    # back-ends fitted on training embeddings at export whose scores the fusion weighs
+    # (``--fusion-backends``), by score type; fusion inputs only, not reported on their own
+    fusion_backends: dict[str, Backend] = dataclasses.field(default_factory=dict)
 
     @property
     def cmvn(self) -> str:
@@ -96,16 +104,50 @@ class EmbeddingSystem:
         options = ExtractionOptions(batch_size, device, progress, cache_path)
         return self.extract(corpus, rows, options, window_seconds)
 
+    @property
+    def side_streams(self) -> tuple[str, ...]:
+        """The streams the side scores read (beside those the model reads)."""
+        return tuple(dict.fromkeys(side.stream for side in self.side_scores.values()))
+
+    def side_values(
+        self, corpus: Corpus, rows: Sequence[int] | np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Each side score's value for ``rows`` of ``corpus`` (empty without side scores)."""
+        return side_values(corpus, rows, self.side_scores) if self.side_scores else {}
+
     def score(
         self,
         embeddings: np.ndarray,
         idx_a: np.ndarray,
         idx_b: np.ndarray,
         device: str | torch.device = "cpu",
+        side: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Cosine, and with a verifier learned and fused, scores of the pairs ``(idx_a[k],
-        idx_b[k])`` of rows of ``embeddings``, fused by the checkpoint's fitted fusion."""
-        return score_all(embeddings, idx_a, idx_b, self.verifier, device, self.score_fusion)
+        """Scores of the pairs ``(idx_a[k], idx_b[k])`` of rows of ``embeddings``: cosine;
+        learned with a verifier; each side score, from ``side`` (``side_values`` of the same
+        rows); fused by the checkpoint's fitted fusion."""
+        missing = [name for name in self.side_scores if name not in (side or {})]
+        if missing:
+            raise ValueError(f"score() needs the side values {missing} (see side_values())")
+        trial_side = {
+            name: self.side_scores[name].score_pairs(np.asarray(values), idx_a, idx_b)
+            for name, values in (side or {}).items()
+            if name in self.side_scores
+        }
+        inputs = {
+            name: backend.score_pairs(backend.transform(embeddings), idx_a, idx_b)
+            for name, backend in self.fusion_backends.items()
+        }
+        scores = score_all(
+            embeddings,
+            idx_a,
+            idx_b,
+            self.verifier,
+            device,
+            self.score_fusion,
+            trial_side | inputs,
+        )
+        return {name: values for name, values in scores.items() if name not in inputs}
 
 
 def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") -> EmbeddingSystem:
@@ -124,7 +166,15 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
             verifier.load_state_dict(payload["verifier"])
         fusion = payload.get("score_fusion")
         score_fusion = None if fusion is None else LogisticFusion.from_dict(fusion)
-    except (KeyError, RuntimeError, ScoringInputError) as error:
+        side_scores = {}
+        for saved in payload.get("side_scores") or []:  # absent before --side-scores
+            side = side_score_from_dict(saved)
+            side_scores[side.name] = side
+        fusion_backends = {}
+        for saved in payload.get("fusion_backends") or []:  # absent before --fusion-backends
+            backend = backend_from_dict(saved)
+            fusion_backends[backend.score_name] = backend
+    except (KeyError, TypeError, RuntimeError, ScoringInputError, ConfigError) as error:
         raise InputDataError(
             path, f"checkpoint does not match this e2espk's models ({error})"
         ) from None
@@ -144,6 +194,8 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
         contract.layout,
         payload["train_config"],
         int(payload["epoch"]),
-        score_fusion if verifier is not None else None,
+        score_fusion,
         contract,
+        side_scores,
+        fusion_backends,
     )

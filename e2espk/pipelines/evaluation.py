@@ -50,7 +50,9 @@ class EvalReport:
     out_path: str
 
 
-def test_corpus(config: EvalConfig, out: Path, layout: InputLayout) -> Corpus:
+def test_corpus(
+    config: EvalConfig, out: Path, layout: InputLayout, side_streams: tuple[str, ...] = ()
+) -> Corpus:
     """The test corpus: --test-hdf-file, or --test-data packed into OUT/test_data.hdf. A
     corpus packed by an earlier run from the same options and unchanged input files (sizes
     and modification times) is reused, so re-runs neither re-pack nor re-embed. The streams
@@ -64,7 +66,7 @@ def test_corpus(config: EvalConfig, out: Path, layout: InputLayout) -> Corpus:
     if not config.test_data:
         raise ConfigError("give --test-hdf-file or --test-data")
     pack = PackConfig(
-        stream=needed_test_streams(config.test_data, layout),
+        stream=needed_test_streams(config.test_data, layout, side_streams),
         utt2spk=[config.test_utt2spk] if config.test_utt2spk else [],
         out_path=str(out),
         out_name="test_data",
@@ -94,21 +96,25 @@ def test_corpus(config: EvalConfig, out: Path, layout: InputLayout) -> Corpus:
     return corpus
 
 
-def needed_test_streams(test_data: list[str], layout: InputLayout) -> list[str]:
-    """The --test-data items (NAME=SOURCE) of the streams the model reads; a missing one is an
-    error naming it, raised before any source is read."""
+def needed_test_streams(
+    test_data: list[str], layout: InputLayout, side_streams: tuple[str, ...] = ()
+) -> list[str]:
+    """The --test-data items (NAME=SOURCE) of the streams the model and its side scores read;
+    a missing one is an error naming it, raised before any source is read."""
     named: dict[str, list[str]] = {}
     for item in test_data:
         name, sep, source = item.partition("=")
         if not sep or not name or not source:
             raise ConfigError(f"--test-data expects NAME=SOURCE, got {item!r}")
         named.setdefault(name, []).append(item)
-    needed = layout.streams()
+    needed = list(dict.fromkeys([*layout.streams(), *side_streams]))
     missing = [name for name in needed if name not in named]
     if missing:
         what = f"mode {layout.mode}" + (
             f", feature mode {layout.feature_mode}" if layout.uses_handcrafted else ""
         )
+        if side_streams:
+            what += f", side scores: {', '.join(side_streams)}"
         raise ConfigError(
             f"--test-data lacks stream {', '.join(map(repr, missing))} that the model reads "
             f"({what}: {', '.join(needed)}); add {' '.join(f'{m}=SOURCE' for m in missing)}"
@@ -251,7 +257,9 @@ def run_evaluation(config: EvalConfig) -> EvalReport:
         LOG.info("e2espk %s: eval.py %s", __version__, " ".join(sys.argv[1:]))
         LOG.info("checkpoint %s (epoch %s), device %s", config.cp_path, system.epoch, device)
         if resolved is None:
-            resolved = _resolve_inputs(config, test_corpus(config, out, system.layout), system)
+            resolved = _resolve_inputs(
+                config, test_corpus(config, out, system.layout, system.side_streams), system
+            )
         return _evaluate(config, system, device, out, resolved)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from e2espk.inference.contract import ExtractionOptions
 from e2espk.inference.system import EmbeddingSystem
 from e2espk.pipelines.eval_config import EvalConfig
 from e2espk.scoring import asnorm
-from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS, Backend
+from e2espk.scoring.backends import BACKENDS, DEFAULT_BACKENDS, Backend, group_means
 from e2espk.scoring.metrics import ScoringInputError
 from e2espk.scoring.scores import fuse
+from e2espk.scoring.side_scores import SideScore
 from e2espk.scoring.trials import Trials
 
 LOG = logging.getLogger(__name__)
@@ -38,9 +40,11 @@ def sampled_embeddings(
     max_utterances: int,
     device: torch.device,
     cache_name: str,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_side_values: bool = False,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Embeddings of a seeded sample of at most ``max_utterances`` of the corpus at ``path``
-    (through its embedding cache) and the speaker index of each."""
+    (through its embedding cache), the speaker index of each, and (``with_side_values``) the
+    system's side values of each."""
     corpus = Corpus(path)
     check_compatible(system.layout, corpus)
     rows = np.arange(len(corpus))
@@ -48,14 +52,16 @@ def sampled_embeddings(
         rows = np.sort(
             np.random.default_rng(config.seed).choice(rows, max_utterances, replace=False)
         )
-    return embed_rows(config, system, corpus, rows, device, cache_name), corpus.speaker_of[rows]
+    embeddings = embed_rows(config, system, corpus, rows, device, cache_name)
+    side = system.side_values(corpus, rows) if with_side_values else {}
+    return embeddings, corpus.speaker_of[rows], side
 
 
 def cohort_embeddings(
     config: EvalConfig, system: EmbeddingSystem, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    """The AS-norm cohort's utterance embeddings and speakers (speaker models are built per
-    score type: means of raw or back-end-transformed embeddings)."""
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The AS-norm cohort's utterance embeddings, speakers and side values (speaker models
+    are built per score type: means of raw or back-end-transformed embeddings)."""
     return sampled_embeddings(
         config,
         system,
@@ -63,6 +69,7 @@ def cohort_embeddings(
         config.cohort_max_utterances,
         device,
         "cohort",
+        with_side_values=True,
     )
 
 
@@ -75,7 +82,7 @@ def fit_backends(
     same_as_cohort = bool(config.cohort_hdf_file) and (
         Path(path).resolve() == Path(config.cohort_hdf_file or "").resolve()
     )
-    embeddings, speakers = sampled_embeddings(
+    embeddings, speakers, _ = sampled_embeddings(
         config,
         system,
         path,
@@ -129,7 +136,35 @@ class ScoringTables:
 
     embeddings: np.ndarray
     backends: dict[str, tuple[Backend, np.ndarray]]  # score type -> (back-end, (N, D) table)
-    cohort: tuple[np.ndarray, np.ndarray] | None = None  # cohort embeddings, speakers
+    # cohort embeddings, speakers, side values (name -> (C,))
+    cohort: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]] | None = None
+    side: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # name -> (N,)
+
+
+CohortScorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (r, w), (S, w) -> (r, S)
+
+
+def fusion_cohort_parts(
+    tables: ScoringTables, system: EmbeddingSystem
+) -> dict[str, tuple[np.ndarray, np.ndarray, CohortScorer]]:
+    """The fusion's inputs beside cosine and learned, as (test rows, cohort models, scorer)
+    per score type: each fusion back-end in its own space (its cohort models: means of the
+    transformed cohort), each side score on one column (cohort models: speaker means)."""
+    assert tables.cohort is not None
+    cohort_x, cohort_speakers, cohort_side = tables.cohort
+    parts: dict[str, tuple[np.ndarray, np.ndarray, CohortScorer]] = {}
+    for name, backend in system.fusion_backends.items():
+        models = backend.cohort_models(cohort_x, cohort_speakers)
+        parts[name] = (backend.transform(tables.embeddings), models, backend.score_matrix)
+    for name, values in tables.side.items():
+        side = system.side_scores[name]
+        models = group_means(cohort_side[name][:, None], cohort_speakers)
+
+        def scorer(rows: np.ndarray, cohort: np.ndarray, side: SideScore = side) -> np.ndarray:
+            return side.score_matrix(rows[:, 0], cohort[:, 0])
+
+        parts[name] = (values[:, None], models, scorer)
+    return parts
 
 
 def cohort_statistics(
@@ -137,30 +172,46 @@ def cohort_statistics(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """AS-norm's top-N cohort mean and std of every test utterance, per score type. Cosine and
     learned score against the cohort speakers' mean embeddings; a back-end against its own
-    cohort models (means of the transformed cohort: the PLDA scores speaker means)."""
+    cohort models (means of the transformed cohort: the PLDA scores speaker means). The fused
+    score is normalised by fused cohort scores, made from its inputs' cohort scores
+    (``fusion_cohort_parts``)."""
     assert tables.cohort is not None
-    cohort_x, cohort_speakers = tables.cohort
-    means = asnorm.speaker_means(cohort_x, cohort_speakers)
+    cohort_x, cohort_speakers, _ = tables.cohort
     verifier, fusion = system.verifier, system.score_fusion
+    parts = fusion_cohort_parts(tables, system) if fusion is not None else {}
+    # every input's test rows and cohort models ride along as columns of one table, so each
+    # chunk of test rows keeps its own values of every input
+    blocks = [(tables.embeddings, asnorm.speaker_means(cohort_x, cohort_speakers))]
+    blocks += [(test, models) for test, models, _ in parts.values()]
+    edges = np.cumsum([0] + [test.shape[1] for test, _ in blocks])
+    test_table = np.column_stack([test for test, _ in blocks])
+    models_table = np.column_stack([models for _, models in blocks])
 
     def model_scores(rows: np.ndarray, cohort_rows: np.ndarray) -> dict[str, np.ndarray]:
         """Cosine, learned and fused cohort scores of a chunk; the verifier runs once."""
-        scores = {"cosine": asnorm.cosine_matrix(rows, cohort_rows)}
+        x = np.ascontiguousarray(rows[:, : edges[1]], dtype=np.float32)
+        cohort = np.ascontiguousarray(cohort_rows[:, : edges[1]], dtype=np.float32)
+        scores = {"cosine": asnorm.cosine_matrix(x, cohort)}
         if verifier is not None:
-            a = torch.from_numpy(np.ascontiguousarray(rows)).to(device)
-            b = torch.from_numpy(np.ascontiguousarray(cohort_rows)).to(device)
+            a, b = torch.from_numpy(x).to(device), torch.from_numpy(cohort).to(device)
             scores["learned"] = verifier.score_matrix(a, b).float().cpu().numpy()
-            if fusion is not None:  # AS-norm of the fused score itself, from fused cohort scores
-                scores["fused"] = fusion.apply(scores)
+        if fusion is not None:  # AS-norm of the fused score itself, from fused cohort scores
+            inputs = {
+                name: scorer(rows[:, lo:hi], cohort_rows[:, lo:hi])
+                for (name, (_, _, scorer)), lo, hi in zip(
+                    parts.items(), edges[1:-1], edges[2:], strict=True
+                )
+            }
+            scores["fused"] = fusion.apply(scores | inputs)
         return scores
 
     statistics = asnorm.top_n_statistics_of_each(
-        tables.embeddings, means, top_n, model_scores, max_elements=1 << 22
+        test_table, models_table, top_n, model_scores, max_elements=1 << 22
     )
     for name, (backend, table) in tables.backends.items():
-        models = backend.cohort_models(cohort_x, cohort_speakers)
+        backend_models = backend.cohort_models(cohort_x, cohort_speakers)
         statistics[name] = asnorm.top_n_statistics(
-            table, models, top_n, backend.score_matrix, max_elements=1 << 22
+            table, backend_models, top_n, backend.score_matrix, max_elements=1 << 22
         )
     return statistics
 
@@ -194,12 +245,14 @@ def score_trials(
     needed = sorted(set().union(*(t.utterances() for t in trial_sets)), key=corpus.utterance_row)
     position = {utt: k for k, utt in enumerate(needed)}
     rows = [corpus.utterance_row(u) for u in needed]
+    side = system.side_values(corpus, rows)  # first: a corpus without their stream fails fast
     embeddings = embed_rows(config, system, corpus, rows, device, "test")
     backends = fit_backends(config, system, device) if config.backend_hdf_file else {}
     tables = ScoringTables(
         embeddings,
         {name: (backend, backend.transform(embeddings)) for name, backend in backends.items()},
         cohort_embeddings(config, system, device) if config.cohort_hdf_file else None,
+        side,
     )
     statistics = (
         cohort_statistics(tables, system, config.cohort_top_n, device) if tables.cohort else {}
@@ -210,7 +263,7 @@ def score_trials(
             np.array([position[u] for u in trials.enroll], dtype=np.int64),
             np.array([position[u] for u in trials.test], dtype=np.int64),
         )
-        scores = system.score(embeddings, idx[0], idx[1], device)
+        scores = system.score(embeddings, idx[0], idx[1], device, tables.side)
         for name, (backend, table) in tables.backends.items():
             scores[name] = backend.score_pairs(table, *idx).astype(np.float32)
         if statistics:

@@ -85,6 +85,11 @@ class LogisticFusion:
         """The fused score of each trial (float32), from the input score types by name."""
         if self.weights is None:
             raise RuntimeError("LogisticFusion.apply called before fit()")
+        missing = [name for name in self.inputs if name not in scores]
+        if missing:
+            raise ScoringInputError(
+                f"the score fusion of {', '.join(self.inputs)} lacks the score(s) {', '.join(missing)}"
+            )
         fused = np.full(np.shape(scores[self.inputs[0]]), self.bias, dtype=np.float64)
         for name, weight in zip(self.inputs, self.weights.tolist(), strict=True):
             fused += weight * np.asarray(scores[name], dtype=np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 from e2espk.models.verification import PairVerifier
 from e2espk.scoring.score_fusion import LogisticFusion
 
-SCORE_TYPES = ("cosine", "learned", "fused")
+SCORE_TYPES = ("cosine", "learned", "fused")  # and the side scores a run fuses
 
 
 def cosine_scores(
@@ -128,16 +129,20 @@ def score_all(
     verifier: PairVerifier | None,
     device: torch.device | str = "cpu",
     fusion: LogisticFusion | None = None,
+    side: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every available score type for the trials (learned and fused need a verifier).
+    """Every available score type for the trials: cosine; learned with a verifier; the side
+    scores given (``side``: name -> (N,) trial scores, ``e2espk.scoring.side_scores``); fused.
 
-    ``fused`` applies ``fusion`` (the checkpoint's fitted one); without it, the z-normalised
-    mean of :func:`fuse`.
+    ``fused`` applies ``fusion`` (the checkpoint's fitted one); without it, and with a
+    verifier, the z-normalised mean of cosine and learned (:func:`fuse`).
     """
     scores = {"cosine": cosine_scores(embeddings, idx_a, idx_b)}
     if verifier is not None:
         scores["learned"] = learned_scores(verifier, embeddings, idx_a, idx_b, device)
-        scores["fused"] = (
-            fuse([scores["cosine"], scores["learned"]]) if fusion is None else fusion.apply(scores)
-        )
+    scores |= {name: np.asarray(values, dtype=np.float32) for name, values in (side or {}).items()}
+    if fusion is not None:
+        scores["fused"] = fusion.apply(scores)
+    elif verifier is not None:
+        scores["fused"] = fuse([scores["cosine"], scores["learned"]])
     return scores

@@ -20,7 +20,9 @@ from e2espk.models.fusion import FUSIONS
 from e2espk.models.pooling import POOLINGS
 from e2espk.models.verification import DEFAULT_PAIR_FEATURES, PAIR_FEATURES, VerifierConfig
 from e2espk.modes import MODE_ALIASES
+from e2espk.scoring.backends import BACKENDS
 from e2espk.scoring.scores import SCORE_TYPES
+from e2espk.scoring.side_scores import SIDE_SCORES, SideScore, build_side_scores
 from e2espk.training.margin_schedule import MarginSchedule
 from e2espk.training.optim import OPTIMIZERS, SCHEDULES
 
@@ -298,6 +300,31 @@ class TrainConfig:
     patience: int = option(
         0, help="early stopping: epochs without improvement of --select-metric (0: off)"
     )
+    side_scores: list[str] = option(
+        default_factory=list,
+        choices=SIDE_SCORES.choices(),
+        help="utterance-level scores fused with cosine and learned, weights fitted on the valid "
+        "trials and stored in the checkpoint: pitch_level (-|median ln F0 a - b| over voiced "
+        "frames of the pitch stream; e2espk.scoring.side_scores)",
+    )
+    pitch_log_f0_column: int = option(
+        0, help="pitch_level side score: the pitch stream's column of natural-log F0"
+    )
+    pitch_voicing_column: int | None = option(
+        1,
+        help="pitch_level side score: the pitch stream's voicing column (> 0.5: voiced); "
+        "negative: none, the median is over all frames",
+    )
+    fusion_backends: list[str] = option(
+        default_factory=list,
+        choices=BACKENDS.choices(),
+        help="back-ends (e.g. plda) fitted on training embeddings when final.pt is exported; "
+        "their scores join its score fusion, refitted on the valid trials, so eval's fused "
+        "score includes them",
+    )
+    fusion_backend_max_utterances: int = option(
+        20000, help="--fusion-backends: at most this many training utterances (seeded sample)"
+    )
     select_metric: str = option(
         "fused/eer",
         help="metric that picks the best checkpoint and stops early: SCORE/METRIC with SCORE in cosine|learned|fused and METRIC in eer|min_dcf@0.01|min_dcf@0.05",
@@ -328,7 +355,8 @@ class TrainConfig:
             raise ConfigError(
                 f"--select-metric {self.select_metric!r}: use SCORE/METRIC with SCORE in {SCORE_TYPES} and METRIC in {METRICS}"
             )
-        if score in ("learned", "fused") and self.pair_weight == 0:
+        needs_verifier = score == "learned" or (score == "fused" and not self.side_scores)
+        if needs_verifier and self.pair_weight == 0:
             raise ConfigError(
                 f"--select-metric {self.select_metric} needs the verification network, but --pair-weight is 0"
             )
@@ -342,6 +370,14 @@ class TrainConfig:
             raise ConfigError("--n-frames must be >= 2, --epochs >= 1 and --lr > 0")
         if self.valid_trials and not self.valid_hdf_file:
             raise ConfigError("--valid-trials needs --valid-hdf-file")
+        if (self.side_scores or self.fusion_backends) and not self.valid_hdf_file:
+            raise ConfigError(
+                "--side-scores and --fusion-backends are fused with weights fitted on the "
+                "valid trials: give --valid-hdf-file"
+            )
+        if self.pitch_log_f0_column < 0:
+            raise ConfigError(f"--pitch-log-f0-column must be >= 0, got {self.pitch_log_f0_column}")
+        self.side_score_set()  # checks the names
         self._validate_generalisation()
         self.augment_config().validate(self.cmvn)
         return self
@@ -371,6 +407,17 @@ class TrainConfig:
         if not 0.0 <= (self.verifier_dropout or 0.0) < 1.0:
             raise ConfigError(f"--verifier-dropout must be in [0, 1), got {self.verifier_dropout}")
         self.pair_options()  # checks the miner name, ratio and smoothing
+
+    def side_score_set(self) -> dict[str, SideScore]:
+        """The side scores fused with the embedding scores, by name, with their options."""
+        voicing = self.pitch_voicing_column
+        options = {
+            "pitch_level": {
+                "log_f0_column": self.pitch_log_f0_column,
+                "voicing_column": None if voicing is None or voicing < 0 else voicing,
+            }
+        }
+        return build_side_scores(self.side_scores, options)
 
     def pair_options(self) -> PairLossOptions:
         return PairLossOptions(

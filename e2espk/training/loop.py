@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.inference.extraction import extract
 from e2espk.losses.joint import JointLoss
 from e2espk.progress import progress_bar
+from e2espk.scoring.backends import Backend
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.scores import score_all
@@ -149,6 +150,9 @@ class ValidationSet:
     idx_a: np.ndarray  # trial sides as indices into ``rows``
     idx_b: np.ndarray
     labels: np.ndarray  # (N,) bool
+    # side scores of the trials (name -> (N,)): they depend on the features alone, so they
+    # are computed once per run (``e2espk.inference.side_values``)
+    side: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def validate(
@@ -157,19 +161,32 @@ def validate(
     valid: ValidationSet,
     contract: EmbeddingContract,
     options: ExtractionOptions,
+    backends: Mapping[str, Backend] | None = None,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
     """Embed each valid utterance once (under the run's ``contract``), score every trial;
-    metrics as ``SCORE/METRIC``.
+    metrics as ``SCORE/METRIC``. Fitted ``backends`` (by score type) add their scores.
 
-    With a verifier, the score fusion is fitted on these trials and ``fused`` is its output
-    on the same trials (see ``LogisticFusion`` for why that is fair enough); it is returned
-    for the checkpoint.
+    With a verifier or side scores, the score fusion of every score type is fitted on these
+    trials and ``fused`` is its output on the same trials (see ``LogisticFusion`` for why that
+    is fair enough); it is returned for the checkpoint.
     """
     embeddings = extract(model, valid.corpus, valid.rows.tolist(), contract, options)
-    scores = score_all(embeddings, valid.idx_a, valid.idx_b, verifier, options.device)  # type: ignore[arg-type]
+    extra = dict(valid.side) | {
+        name: backend.score_pairs(backend.transform(embeddings), valid.idx_a, valid.idx_b)
+        for name, backend in (backends or {}).items()
+    }
+    scores = score_all(
+        embeddings,
+        valid.idx_a,
+        valid.idx_b,
+        verifier,  # type: ignore[arg-type]
+        options.device,
+        side=extra,
+    )
     fusion = None
-    if "learned" in scores:
-        fusion = LogisticFusion().fit(scores, valid.labels)
+    inputs = tuple(name for name in scores if name != "fused")  # fused: a fixed z-norm mean
+    if len(inputs) > 1:
+        fusion = LogisticFusion(inputs).fit(scores, valid.labels)
         scores["fused"] = fusion.apply(scores)
     metrics = {}
     for name, values in scores.items():

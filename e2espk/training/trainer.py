@@ -30,13 +30,16 @@ from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic, write_text_atomic
 from e2espk.inference.checkpoint_file import load_checkpoint, save_checkpoint
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
-from e2espk.inference.system import load_embedding_system
-from e2espk.logfile import log_to_file
+from e2espk.inference.side_values import side_values
+from e2espk.inference.system import EmbeddingSystem, load_embedding_system
+from e2espk.logfile import format_metric, log_to_file
 from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.models.config import ModelConfig
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, build_pair_verifier
+from e2espk.scoring.backends import BACKENDS, Backend
+from e2espk.scoring.metrics import ScoringInputError
 from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.trials import build_trials, match_utterances, read_trials
 from e2espk.training.average import export_checkpoints, keep_recent
@@ -95,12 +98,20 @@ def validation_set(config: TrainConfig, layout: InputLayout) -> ValidationSet | 
         )
     needed = sorted(trials.utterances(), key=corpus.utterance_row)
     position = {utt: k for k, utt in enumerate(needed)}
+    rows = np.array([corpus.utterance_row(u) for u in needed])
+    idx_a = np.array([position[u] for u in trials.enroll])
+    idx_b = np.array([position[u] for u in trials.test])
+    side_scores = config.side_score_set()
+    values = side_values(corpus, rows, side_scores)
     return ValidationSet(
         corpus=corpus,
-        rows=np.array([corpus.utterance_row(u) for u in needed]),
-        idx_a=np.array([position[u] for u in trials.enroll]),
-        idx_b=np.array([position[u] for u in trials.test]),
+        rows=rows,
+        idx_a=idx_a,
+        idx_b=idx_b,
         labels=np.asarray(trials.labels, dtype=bool),
+        side={
+            name: side.score_pairs(values[name], idx_a, idx_b) for name, side in side_scores.items()
+        },
     )
 
 
@@ -338,17 +349,63 @@ def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
         "scaler": opt.scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step": opt.step,
         "best_metric": run.best, "best_epoch": run.best_epoch, "history": run.history,
         "parent": run.parent, "score_fusion": run.score_fusion,
+        "side_scores": [side.to_dict() for side in config.side_score_set().values()],
     }  # fmt: skip
 
 
 def validate_model(
-    run: Run, model: torch.nn.Module, verifier: torch.nn.Module | None
+    run: Run,
+    model: torch.nn.Module,
+    verifier: torch.nn.Module | None,
+    backends: dict[str, Backend] | None = None,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
     """``validate`` on the run's valid set with the run's options."""
     assert run.valid is not None
     config = run.config
     options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
-    return validate(model, verifier, run.valid, run.contract, options)
+    return validate(model, verifier, run.valid, run.contract, options, backends)
+
+
+def fit_fusion_backends(run: Run, system: EmbeddingSystem) -> dict[str, Backend]:
+    """--fusion-backends fitted on the embeddings of a seeded sample of training utterances
+    (the original speakers: speaker copies are a training device, not speakers)."""
+    config, corpus = run.config, run.corpus
+    rows = np.arange(len(corpus))
+    if len(rows) > config.fusion_backend_max_utterances:
+        rng = np.random.default_rng(config.seed)
+        rows = np.sort(rng.choice(rows, config.fusion_backend_max_utterances, replace=False))
+    options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
+    embeddings = system.extract(corpus, rows, options)
+    fitted: dict[str, Backend] = {}
+    for name in dict.fromkeys(BACKENDS.canonical(n) for n in config.fusion_backends):
+        try:
+            backend = BACKENDS.build(name).fit(embeddings, corpus.speaker_of[rows])
+        except ScoringInputError as error:
+            raise InputDataError(
+                corpus.path, f"cannot fit the {name!r} back-end: {error}"
+            ) from None
+        fitted[backend.score_name] = backend
+    return fitted
+
+
+def attach_fusion_backends(run: Run, path: Path, board: TrainingBoard) -> dict[str, float]:
+    """Give the exported checkpoint its --fusion-backends and a score fusion refitted with
+    them on the valid trials (logged as ``valid_final/...``). ``path`` is rewritten as a file
+    of its own: the checkpoint it was linked to keeps its fusion."""
+    system = load_embedding_system(path, run.opt.device)
+    backends = fit_fusion_backends(run, system)
+    metrics, _, _, fusion = validate_model(run, system.model, system.verifier, backends)
+    payload = load_checkpoint(path, "cpu")
+    payload["fusion_backends"] = [backend.to_dict() for backend in backends.values()]
+    payload["score_fusion"] = fusion.to_dict() if fusion is not None else None
+    save_checkpoint(path, payload)
+    for key, value in metrics.items():
+        board.writer.add_scalar(f"valid_final/{key}", value, run.opt.step)
+    LOG.info(
+        "%s: back-ends %s fitted on training embeddings; valid fused EER %s",
+        path.name, ", ".join(backends), format_metric("eer", metrics.get("fused/eer", float("nan"))),
+    )  # fmt: skip
+    return metrics
 
 
 def set_hard_speakers(run: Run, epoch: int) -> None:
@@ -486,10 +543,15 @@ def export(run: Run, board: TrainingBoard) -> dict[str, Any]:
         return metrics
 
     last_epoch = run.history[-1]["epoch"] if run.history else None
-    return export_checkpoints(
+    exported = export_checkpoints(
         run.run_dir,
         run.config.average_last,
         run.config.final_checkpoint,
         last_epoch,
         validate_checkpoint if run.valid is not None else None,
     )
+    final = run.run_dir / "final.pt"
+    if run.config.fusion_backends and run.valid is not None and "final" in exported:
+        metrics = attach_fusion_backends(run, final, board)
+        exported["final"].update({f"valid/{key}": value for key, value in metrics.items()})
+    return exported
