@@ -12,7 +12,7 @@ import pytest
 from e2espk.cli.eval import main as eval_main
 from e2espk.data.corpus import Corpus
 from e2espk.errors import ConfigError, InputDataError
-from e2espk.inference.checkpoint_file import load_checkpoint
+from e2espk.inference.checkpoint_file import load_checkpoint, save_checkpoint
 from e2espk.inference.side_values import side_values
 from e2espk.inference.system import load_embedding_system
 from e2espk.scoring.side_scores import PitchLevel, side_score_from_dict
@@ -61,7 +61,7 @@ def test_a_fusion_with_the_pitch_level_and_plda_is_trained_stored_and_evaluated(
     # final.pt got its own file: averaged.pt keeps the fusion fitted without back-ends
     averaged = load_checkpoint(run / "averaged.pt", "cpu")
     assert averaged["score_fusion"]["inputs"] == ["cosine", "learned", "pitch_level"]
-    assert "fusion_backends" not in averaged
+    assert averaged["fusion_backends"] == []
     system = load_embedding_system(run / "final.pt")
     assert system.side_streams == ("pitch",) and list(system.fusion_backends) == ["plda"]
 
@@ -118,3 +118,29 @@ def test_side_score_errors_name_the_option_or_the_file(
     with Corpus(demo_hdf["valid"]) as corpus, pytest.raises(InputDataError, match="'f0'") as error:
         side_values(corpus, [0], {"pitch_level": PitchLevel(stream="f0")})
     assert str(demo_hdf["valid"]) in str(error.value)
+
+
+def test_a_finished_run_resumed_with_side_scores_re_exports_its_fusion(
+    demo_hdf: dict[str, Path], tmp_path: Path
+) -> None:
+    """Side scores and fusion back-ends do not change training: a finished run resumed with
+    them only refits final.pt's fusion, and the checkpoint says how to compute every input."""
+    run = tmp_path / "run"
+    train(config(demo_hdf, run, epochs=1))
+    before = load_checkpoint(run / "final.pt", "cpu")
+    assert before["score_fusion"]["inputs"] == ["cosine", "learned"]
+    result = train(config(demo_hdf, run, epochs=1, resume=True, side_scores=["pitch_level"],
+                          pitch_voicing_column=-1, fusion_backends=["plda"]))  # fmt: skip
+    assert len(result.history) == 1  # no epoch trained again
+    after = load_checkpoint(run / "final.pt", "cpu")
+    assert after["score_fusion"]["inputs"] == ["cosine", "learned", "pitch_level", "plda"]
+    for key in before["model"]:
+        assert np.array_equal(before["model"][key].numpy(), after["model"][key].numpy()), key
+    system = load_embedding_system(run / "final.pt")
+    assert set(system.side_scores) == {"pitch_level"} and set(system.fusion_backends) == {"plda"}
+    # a fusion whose inputs the checkpoint cannot compute is refused when loading
+    after["side_scores"] = []
+    save_checkpoint(tmp_path / "broken.pt", after)
+    with pytest.raises(InputDataError, match="pitch_level") as error:
+        load_embedding_system(tmp_path / "broken.pt")
+    assert "broken.pt" in str(error.value)

@@ -4,7 +4,8 @@ Phases (each timed into ``DIR/meta.json``): plan -> synthesis -> channel + featu
 with the project's own ``data_prep`` -> trials -> sanity EERs. Outputs::
 
     DIR/hdf/dev_train.hdf, dev_valid.hdf, dev_test.hdf   e2espk corpora (ptm, mfbe, mfcc, pitch)
-    DIR/trials/test.txt, valid.txt                       Kaldi trials
+    DIR/hdf/dev_heldout.hdf                              validation speakers of unseen families
+    DIR/trials/test.txt, valid.txt, heldout.txt          Kaldi trials
     DIR/meta.json                                        plan, counts, timings, versions, EERs
     DIR/samples/<split>/*.flac                           first utterance of every speaker
     DIR/READY                                            written last, with a short summary
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["channel_features"] = time.time() - t
     load["after_features"] = os.getloadavg()[0]
     t = time.time()
-    for split in ("train", "valid", "test"):
+    for split in ("train", "valid", "test", "heldout"):
         pack(out, work, split)
     timings["packing"] = time.time() - t
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "dvector": {i["id"]: i["dvec"] for i in held},
     }
     trial_info, eer_info = {}, {}
-    for split in ("test", "valid"):
+    for split in ("test", "valid", "heldout"):
         ids = [u.id for u in plan.utts if u.split == split]
         lines, counts = trials.build(ids, spk_of, fam_of, args.seed)
         trials.write(out / "trials" / f"{split}.txt", lines)

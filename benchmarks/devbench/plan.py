@@ -6,7 +6,11 @@ resumed or checked, and ``meta.json`` records it in full.
 Split design. Train and valid share the *training families* (valid = extra speakers of some of
 those families: what a user's own held-out split looks like). Test families never appear in
 train or valid: held-out espeak-ng variants on held-out languages, the flite ``rms`` voice and
-four festival voices. Every family has several speakers, so same-family non-target trials exist.
+four festival voices. ``heldout`` is a second validation split whose families, like the test
+families, never occur in training: espeak-ng variants used nowhere else, on training languages
+(so no test language is seen before the test). It is drawn after everything else, so adding it
+left the train, valid and test splits of earlier builds unchanged. Every family has several
+speakers, so same-family non-target trials exist.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ class Sizes:
     test_per_family: int = 4
     valid_families: int = 7  # training families that get extra (validation) speakers
     valid_per_family: int = 2  # >= 2, so valid has same-family non-targets too
+    heldout_families: int = 6  # espeak-ng families of the held-out-family validation split
+    heldout_per_family: int = 3
     utts: tuple[int, int] = (25, 30)  # per speaker, inclusive
     sessions: tuple[int, int] = (3, 4)
 
@@ -55,6 +61,8 @@ class Sizes:
             train_per_family=2,
             test_per_family=2,
             valid_families=1,
+            heldout_families=1,
+            heldout_per_family=2,
             utts=(4, 4),
             sessions=(2, 2),
         )
@@ -75,7 +83,7 @@ class Utt:
 @dataclass
 class Plan:
     seed: int
-    families: dict[str, list[V.Family]]  # split-side ("train", "test") -> families
+    families: dict[str, list[V.Family]]  # split-side ("train", "test", "heldout") -> families
     speakers: dict[str, list[V.Speaker]]  # split -> speakers
     sessions: dict[str, list[Session]]  # speaker -> sessions
     utts: list[Utt]
@@ -103,9 +111,15 @@ def load_words(path: Path = WORDLIST) -> list[str]:
 
 def _families(sizes: Sizes, rng: np.random.Generator) -> dict[str, list[V.Family]]:
     variants = list(rng.permutation(V.ESPEAK_VARIANTS))
-    n_tr, n_te = sizes.espeak_train_families, sizes.espeak_test_families
-    if n_tr + n_te > len(variants):
-        raise ValueError(f"only {len(variants)} espeak-ng variants for {n_tr + n_te} families")
+    n_tr, n_te, n_ho = (
+        sizes.espeak_train_families,
+        sizes.espeak_test_families,
+        sizes.heldout_families,
+    )
+    if n_tr + n_te + n_ho > len(variants):
+        raise ValueError(
+            f"only {len(variants)} espeak-ng variants for {n_tr + n_te + n_ho} families"
+        )
     lang_tr = list(rng.permutation(V.ESPEAK_LANGS_TRAIN))
     lang_te = list(rng.permutation(V.ESPEAK_LANGS_TEST))
     train = [V.espeak_family(v, lang_tr[i % len(lang_tr)]) for i, v in enumerate(variants[:n_tr])]
@@ -115,7 +129,13 @@ def _families(sizes: Sizes, rng: np.random.Generator) -> dict[str, list[V.Family
     ]
     train += [V.other_family(*s.split(":")) for s in sizes.other_train]
     test += [V.other_family(*s.split(":")) for s in sizes.other_test]
-    return {"train": train, "test": test}
+    # drawn last: the draws above are those of builds without this split
+    lang_ho = list(rng.permutation(V.ESPEAK_LANGS_TRAIN))
+    heldout = [
+        V.espeak_family(v, lang_ho[i % len(lang_ho)])
+        for i, v in enumerate(variants[n_tr + n_te : n_tr + n_te + n_ho])
+    ]
+    return {"train": train, "test": test, "heldout": heldout}
 
 
 def _text(words: list[str], rng: np.random.Generator) -> str:
@@ -128,7 +148,8 @@ def make_plan(seed: int, sizes: Sizes, words: list[str]) -> Plan:
     """Deterministic plan; every random draw comes from a generator keyed by (seed, purpose, i)."""
     fams = _families(sizes, np.random.default_rng([seed, 0]))
     rng = np.random.default_rng([seed, 1])
-    speakers: dict[str, list[V.Speaker]] = {"train": [], "valid": [], "test": []}
+    # split order matters: utterance indices (channel seeds) and babble draws follow it
+    speakers: dict[str, list[V.Speaker]] = {"train": [], "valid": [], "test": [], "heldout": []}
     valid_fams = set(rng.choice(len(fams["train"]), sizes.valid_families, replace=False).tolist())
     for i, fam in enumerate(fams["train"]):
         n = sizes.train_per_family + sizes.valid_per_family * (i in valid_fams)
@@ -137,6 +158,10 @@ def make_plan(seed: int, sizes: Sizes, words: list[str]) -> Plan:
         speakers["valid"] += spks[sizes.train_per_family :]
     for fam in fams["test"]:
         speakers["test"] += [V.draw_speaker(fam, k, rng) for k in range(sizes.test_per_family)]
+    for fam in fams["heldout"]:
+        speakers["heldout"] += [
+            V.draw_speaker(fam, k, rng) for k in range(sizes.heldout_per_family)
+        ]
 
     sessions: dict[str, list[Session]] = {}
     utts: list[Utt] = []

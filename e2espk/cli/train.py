@@ -18,7 +18,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train(config)  # writes RUN/train.log once the inputs have been checked
     last = result.history[-1] if result.history else {}
     print(f"run directory: {result.run_dir}")
-    for score in ("cosine", "learned", "fused"):
+    scores = [
+        key.split("/")[1] for key in last if key.startswith("valid/") and key.endswith("/eer")
+    ]
+    for score in scores:  # cosine, learned, side scores, fused
         if f"valid/{score}/eer" in last:
             print(
                 f"validation EER ({score}): {100 * last[f'valid/{score}/eer']:.2f}%  minDCF@0.01: {last[f'valid/{score}/min_dcf@0.01']:.3f}"
@@ -32,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"averaged epochs {averaged['epochs']}: {config.select_metric} {format_metric(config.select_metric, averaged[f'valid/{config.select_metric}'])} -> {averaged['checkpoint']}"
         )
-    if "final" in result.exported:
-        print(f"final.pt = {result.exported['final']['source']} -> {result.run_dir / 'final.pt'}")
+    final = result.exported.get("final") or {}
+    if final:
+        print(f"final.pt = {final['source']} -> {result.run_dir / 'final.pt'}")
+    if f"valid/{config.select_metric}" in final:  # --fusion-backends refitted its fusion
+        print(
+            f"final.pt with back-ends {', '.join(config.fusion_backends)} in its score fusion: {config.select_metric} {format_metric(config.select_metric, final[f'valid/{config.select_metric}'])}"
+        )
     return 0

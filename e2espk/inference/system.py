@@ -174,6 +174,14 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
         for saved in payload.get("fusion_backends") or []:  # absent before --fusion-backends
             backend = backend_from_dict(saved)
             fusion_backends[backend.score_name] = backend
+        if score_fusion is not None:
+            known = {"cosine", "learned", *side_scores, *fusion_backends}
+            unknown = [name for name in score_fusion.inputs if name not in known]
+            if unknown:
+                raise ScoringInputError(
+                    f"its score fusion weighs {', '.join(unknown)}, which the checkpoint does "
+                    "not say how to compute (no such side score or fusion back-end)"
+                )
     except (KeyError, TypeError, RuntimeError, ScoringInputError, ConfigError) as error:
         raise InputDataError(
             path, f"checkpoint does not match this e2espk's models ({error})"

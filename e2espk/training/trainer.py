@@ -353,6 +353,19 @@ def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def fusion_entries(
+    run: Run, fusion: LogisticFusion | None, backends: dict[str, Backend] | None = None
+) -> dict[str, Any]:
+    """A checkpoint's score fusion with what its inputs are made from (the side scores and
+    back-ends of this run), written together so they always match: a checkpoint refitted
+    here (averaged.pt, final.pt) may come from epochs saved with other options (--resume)."""
+    return {
+        "score_fusion": fusion.to_dict() if fusion is not None else None,
+        "side_scores": [side.to_dict() for side in run.config.side_score_set().values()],
+        "fusion_backends": [backend.to_dict() for backend in (backends or {}).values()],
+    }
+
+
 def validate_model(
     run: Run,
     model: torch.nn.Module,
@@ -395,9 +408,7 @@ def attach_fusion_backends(run: Run, path: Path, board: TrainingBoard) -> dict[s
     system = load_embedding_system(path, run.opt.device)
     backends = fit_fusion_backends(run, system)
     metrics, _, _, fusion = validate_model(run, system.model, system.verifier, backends)
-    payload = load_checkpoint(path, "cpu")
-    payload["fusion_backends"] = [backend.to_dict() for backend in backends.values()]
-    payload["score_fusion"] = fusion.to_dict() if fusion is not None else None
+    payload = load_checkpoint(path, "cpu") | fusion_entries(run, fusion, backends)
     save_checkpoint(path, payload)
     for key, value in metrics.items():
         board.writer.add_scalar(f"valid_final/{key}", value, run.opt.step)
@@ -535,8 +546,7 @@ def export(run: Run, board: TrainingBoard) -> dict[str, Any]:
         system = load_embedding_system(path, run.opt.device)
         metrics, _, _, fusion = validate_model(run, system.model, system.verifier)
         # the averaged weights get a score fusion fitted on their own validation scores
-        payload = load_checkpoint(path, "cpu")
-        payload["score_fusion"] = fusion.to_dict() if fusion is not None else None
+        payload = load_checkpoint(path, "cpu") | fusion_entries(run, fusion)
         save_checkpoint(path, payload)
         for key, value in metrics.items():
             board.writer.add_scalar(f"valid_averaged/{key}", value, run.opt.step)
