@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import parse_config
 from e2espk.logfile import format_metric
+from e2espk.scoring.scores import SCORE_TYPES
 from e2espk.training.config import TrainConfig
 from e2espk.training.trainer import train
 
@@ -18,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = train(config)  # writes RUN/train.log once the inputs have been checked
     last = result.history[-1] if result.history else {}
     print(f"run directory: {result.run_dir}")
-    for score in ("cosine", "learned", "fused"):
+    for score in SCORE_TYPES:
         if f"valid/{score}/eer" in last:
             print(
                 f"validation EER ({score}): {100 * last[f'valid/{score}/eer']:.2f}%  minDCF@0.01: {last[f'valid/{score}/min_dcf@0.01']:.3f}"
