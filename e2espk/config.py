@@ -107,15 +107,6 @@ def option_names(config_cls: type) -> list[str]:
     return [flat.name for flat in flat_fields(config_cls)]
 
 
-def renamed_options(config_cls: type) -> dict[str, str]:
-    """Earlier option name -> current name, from the options' ``renamed_from``."""
-    return {
-        old: flat.name
-        for flat in flat_fields(config_cls)
-        for old in flat.field.metadata.get("renamed_from", ())
-    }
-
-
 def warn_renamed(old: str, new: str, where: str = "") -> None:
     """The FutureWarning of an option given under its earlier name."""
     warnings.warn(
@@ -137,7 +128,11 @@ def upgrade_keys(
     Raises:
         ConfigError: an option is given under both names (only when ``where`` is not None).
     """
-    renamed = renamed_options(config_cls)
+    renamed = {
+        old: flat.name
+        for flat in flat_fields(config_cls)
+        for old in flat.field.metadata.get("renamed_from", ())
+    }
     upgraded: dict[str, Any] = {}
     for key, value in values.items():
         new = renamed.get(key)
@@ -175,13 +170,7 @@ class _RenamedFlag(argparse.Action):
         self.warned = False
         super().__init__(option_strings, dest, **kwargs)
 
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
         if not self.warned:
             self.warned = True
             warn_renamed(option_string or self.option_strings[0], self.current)
