@@ -38,8 +38,9 @@ def build_optimization(config: TrainConfig) -> tuple[Optimization, int]:
         config, model_config, len(corpus.speakers), device
     )
     corpus.close()
+    margin = config.loss.margin_schedule(10_000) if loss.margin_head else None
     opt = trainer.build_optimization(
-        dataclasses.replace(config, epochs=1, amp="off"), model, loss, 10_000, device
+        dataclasses.replace(config.optim, amp="off"), model, loss, 10_000, device, margin
     )
     return opt, sum(p.numel() for p in model.parameters())
 

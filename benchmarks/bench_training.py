@@ -248,7 +248,9 @@ def prefetch(corpus_path: Path, n: int) -> list[dict[str, torch.Tensor]]:
 def step_case(label: str, path: Path, backbone: str, sizes: dict[str, Any]) -> dict[str, Any]:
     """In-memory vs loader step rate and the step-time breakdown of one model on one corpus."""
     warmup, steps = sizes["default" if backbone == "ecapa_tdnn" else "tiny"]
-    config = TrainConfig(train_hdf_file=str(path), backbone=backbone, progress=False)
+    config = TrainConfig.from_flat(
+        {"train_hdf_file": str(path), "backbone": backbone, "progress": False}
+    )
     batches = prefetch(path, min(warmup + steps, 4))
     opt, n_params = build_optimization(config)
     wait_for_quiet()

@@ -151,11 +151,13 @@ def pick(entry: dict[str, Any]) -> dict[str, float]:
 def train_system(
     name: str, overrides: dict[str, Any], shared: dict[str, Any], work: Path
 ) -> dict[str, Any]:
-    config = TrainConfig(
-        train_hdf_file=str(DEMO_HDF / "demo_train.hdf"),
-        valid_hdf_file=str(DEMO_HDF / "demo_valid.hdf"),
-        checkpoint_path=str(work / name.replace(" ", "_").replace(",", "").replace(":", "")),
-        **(shared | overrides),
+    config = TrainConfig.from_flat(
+        {
+            "train_hdf_file": str(DEMO_HDF / "demo_train.hdf"),
+            "valid_hdf_file": str(DEMO_HDF / "demo_valid.hdf"),
+            "checkpoint_path": str(work / name.replace(" ", "_").replace(",", "").replace(":", "")),
+            **(shared | overrides),
+        }
     )
     begin = time.perf_counter()
     result = train(config)

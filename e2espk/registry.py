@@ -60,9 +60,10 @@ class Registry(Generic[T]):
             raise TypeError(f"{self.kind} {name!r} is not callable")
         return constructor(**kwargs)
 
-    def names(self) -> list[str]:
-        """Registered names (aliases excluded), sorted."""
-        return sorted(self._entries)
+    def names(self, sort: bool = True) -> list[str]:
+        """Registered names (aliases excluded), sorted or (``sort=False``) in the order they
+        were registered."""
+        return sorted(self._entries) if sort else list(self._entries)
 
     def choices(self) -> list[str]:
         """Registered names and aliases, for argparse ``choices``."""

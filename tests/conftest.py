@@ -130,7 +130,7 @@ TINY_TRAIN = {
     "n_frames": 60,
     "encoder_size": 16,
     "latent_size": 8,
-    "hidden_size": 8,
+    "verifier_hidden_size": 8,
     "warmup": 2,
     "progress": False,
     "valid_batch_size": 8,
@@ -146,13 +146,15 @@ def tiny_checkpoint(demo_hdf: dict[str, Path]) -> Path:
 
     run = demo_hdf["root"] / "run"
     train(
-        TrainConfig(
-            train_hdf_file=str(demo_hdf["train"]),
-            valid_hdf_file=str(demo_hdf["valid"]),
-            checkpoint_path=str(run),
-            backbone="ecapa_tdnn_tiny",
-            epochs=2,
-            **TINY_TRAIN,
+        TrainConfig.from_flat(
+            dict(
+                train_hdf_file=str(demo_hdf["train"]),
+                valid_hdf_file=str(demo_hdf["valid"]),
+                checkpoint_path=str(run),
+                backbone="ecapa_tdnn_tiny",
+                epochs=2,
+                **TINY_TRAIN,
+            )
         )
-    )  # type: ignore[arg-type]
+    )
     return run / "best.pt"

@@ -201,11 +201,11 @@ def test_training_with_every_augmentation(
         "ptm_layer_dropout": 0.3,
     }  # fmt: skip
     result = train(
-        TrainConfig(
+        TrainConfig.from_flat(dict(
             train_hdf_file=str(demo_hdf["train"]), valid_hdf_file=str(demo_hdf["valid"]),
             checkpoint_path=str(tmp_path / "run"), backbone="ecapa_tdnn_tiny", cmvn="none",
-            epochs=1, max_steps_per_epoch=3, **TINY_TRAIN, **flags,  # type: ignore[arg-type]
-        )
+            epochs=1, max_steps_per_epoch=3, **TINY_TRAIN, **flags,
+        ))
     )  # fmt: skip
     assert np.isfinite(result.history[0]["train/loss"])
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -234,10 +234,10 @@ def test_augmentation_flags_and_bad_values() -> None:
         ["--train-hdf-file", "x", "--spec-time-masks", "0", "--spec-mix-snr-db", "5", "12"],
         "",
     ).validate()
-    assert config.augment_config().spec_mix_snr_db == (5.0, 12.0)
-    assert not config.augment_config().spec_time_masks
+    assert config.augment.spec_mix_snr_db == (5.0, 12.0)
+    assert not config.augment.spec_time_masks
     # off by default (the demo and the dev benchmark showed no clear gain); recipes turn it on
-    assert not TrainConfig(train_hdf_file="x").augment_config().enabled
+    assert not TrainConfig.from_flat(dict(train_hdf_file="x")).augment.enabled
     for bad in ({"spec_freq_mask_bins": -1}, {"spec_mix_prob": 2.0}, {"spec_mix_snr_db": (9, 3)}):
         with pytest.raises(ConfigError):
-            TrainConfig(train_hdf_file="x", **bad).validate()  # type: ignore[arg-type]
+            TrainConfig.from_flat(dict(train_hdf_file="x", **bad)).validate()

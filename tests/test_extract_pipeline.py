@@ -271,11 +271,11 @@ def test_audio_to_corpus_to_training(tmp_path: Path, killable: tuple[list[str], 
     from tests.conftest import TINY_TRAIN
 
     _, whole = killable
-    config = TrainConfig(
+    config = TrainConfig.from_flat(dict(
         train_hdf_file=str(whole / "vox_train.hdf"), checkpoint_path=str(tmp_path / "run"),
         mode="fusion", feature_mode="mfbe_pitch", backbone="ecapa_tdnn_tiny", epochs=1,
         max_steps_per_epoch=2, select_metric="cosine/eer", **TINY_TRAIN,
-    )  # type: ignore[arg-type]  # fmt: skip
+    ))  # fmt: skip
     result = train(config)
     assert result.history[0]["train/steps"] == 2
     assert np.isfinite(result.history[0]["train/loss"])

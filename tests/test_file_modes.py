@@ -38,10 +38,10 @@ def test_every_output_follows_the_umask(demo_hdf: dict[str, Path], tmp_path: Pat
 
     run = tmp_path / "run"
     train(
-        TrainConfig(
+        TrainConfig.from_flat(dict(
             train_hdf_file=str(demo_hdf["train"]), valid_hdf_file=str(demo_hdf["valid"]),
             checkpoint_path=str(run), backbone="ecapa_tdnn_tiny", epochs=1, **TINY_TRAIN,
-        )  # type: ignore[arg-type]
+        ))
     )  # fmt: skip
     common = ["--cp-path", str(run / "best.pt"), "--no-progress"]
     assert eval_main([*common, "--test-hdf-file", str(demo_hdf["valid"]), "--out-path", str(tmp_path / "eval")]) == 0  # fmt: skip

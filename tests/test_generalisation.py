@@ -37,7 +37,7 @@ def config(demo_hdf: dict[str, Path], run: Path, **overrides: object) -> TrainCo
         "max_steps_per_epoch": 3,
         **TINY_TRAIN,
     }
-    return TrainConfig(**(values | overrides))  # type: ignore[arg-type]
+    return TrainConfig.from_flat(values | overrides)
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -56,8 +56,10 @@ def test_margin_schedule_values() -> None:
     assert MarginSchedule(0.3).margin_at(0) == 0.3  # no warm-up: the margin from step 0
     assert MarginSchedule(0.3, 0.1, hold_steps=5).margin_at(4) == 0.1
     assert MarginSchedule(0.3, 0.1, hold_steps=5).margin_at(5) == 0.3  # hold, then a jump
-    cfg = TrainConfig(margin=0.4, margin_start=0.1, margin_hold_epochs=1, margin_warmup_epochs=0.5)
-    assert cfg.margin_schedule(steps_per_epoch=10) == MarginSchedule(0.4, 0.1, 10, 5)
+    cfg = TrainConfig.from_flat(
+        dict(margin=0.4, margin_start=0.1, margin_hold_epochs=1, margin_warmup_epochs=0.5)
+    )
+    assert cfg.loss.margin_schedule(steps_per_epoch=10) == MarginSchedule(0.4, 0.1, 10, 5)
 
 
 def test_margin_schedule_resumes_exactly_and_is_logged(
@@ -333,8 +335,13 @@ def test_pair_detach_sends_no_pair_gradient_into_the_model() -> None:
 
 
 def test_verifier_dropout_and_weight_decay_group() -> None:
-    assert TrainConfig(dropout_prob=0.1).verifier_config().dropout == 0.1
-    assert TrainConfig(dropout_prob=0.1, verifier_dropout=0.3).verifier_config().dropout == 0.3
+    assert TrainConfig.from_flat(dict(dropout_prob=0.1)).verifier_config().dropout == 0.1
+    assert (
+        TrainConfig.from_flat(dict(dropout_prob=0.1, verifier_dropout=0.3))
+        .verifier_config()
+        .dropout
+        == 0.3
+    )
     model = torch.nn.Linear(5, 3)
     head = MARGIN_HEADS.build("aam_softmax", embedding_dim=3, n_classes=4)
     loss = JointLoss(head, PairVerifier(3, hidden_size=8), 1.0, 1.0)
@@ -361,7 +368,7 @@ def test_verifier_dropout_and_weight_decay_group() -> None:
 )
 def test_bad_generalisation_options(overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        TrainConfig(train_hdf_file="x.hdf", **overrides).validate()  # type: ignore[arg-type]
+        TrainConfig.from_flat(dict(train_hdf_file="x.hdf", **overrides)).validate()
 
 
 @pytest.mark.parametrize("features", [("product", "absdiff"), ("sqdiff",), ("sum", "product")])
@@ -386,12 +393,12 @@ def test_verifier_pair_features_are_symmetric_and_scoring_matches_forward(
 def test_verifier_features_and_normalisation_reach_the_checkpoint(
     tmp_path: Path, demo_hdf: dict[str, Path]
 ) -> None:
-    config = TrainConfig(
+    config = TrainConfig.from_flat(dict(
         train_hdf_file=str(demo_hdf["train"]), checkpoint_path=str(tmp_path / "run"),
         backbone="ecapa_tdnn_tiny", epochs=1, max_steps_per_epoch=2,
         verifier_features=("product", "absdiff"), verifier_normalize=True, **TINY_TRAIN,
-    )  # type: ignore[arg-type]  # fmt: skip
+    ))  # fmt: skip
     train(config)
     system = load_embedding_system(tmp_path / "run" / "last.pt")
     assert system.verifier is not None and system.verifier.normalize
-    assert system.verifier.heads[0][0].in_features == 2 * config.latent_size
+    assert system.verifier.heads[0][0].in_features == 2 * config.model.latent_size

@@ -25,4 +25,4 @@ def test_recipe_parses_and_validates(recipe: Path) -> None:
     )
     config.validate()
     # *_tiny backbones are for tests; only the frozen record of the old recipe keeps one
-    assert not config.backbone.endswith("_tiny") or "2026-11" in recipe.name
+    assert not config.model.backbone.endswith("_tiny") or "2026-11" in recipe.name

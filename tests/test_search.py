@@ -16,7 +16,7 @@ from e2espk.search import driver
 from e2espk.search.space import build_space
 
 TRIAL_FLAGS = ["--backbone", "ecapa_tdnn_tiny", "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "4", "--n-frames", "60",
-               "--encoder-size", "16", "--latent-size", "8", "--hidden-size", "8", "--valid-window-seconds", "1.0", "--no-progress"]  # fmt: skip
+               "--encoder-size", "16", "--latent-size", "8", "--verifier-hidden-size", "8", "--valid-window-seconds", "1.0", "--no-progress"]  # fmt: skip
 
 
 def search_args(demo_hdf: dict[str, Path], search_dir: Path, budget: int, *extra: str) -> list[str]:
@@ -192,7 +192,7 @@ def test_local_parallel_search(demo_hdf: dict[str, Path], tmp_path: Path) -> Non
     from e2espk.training.config import TrainConfig
     from e2espk.training.trainer import train
 
-    retrained = train(TrainConfig(**{**best, "checkpoint_path": str(tmp_path / "retrain")}))
+    retrained = train(TrainConfig.from_flat({**best, "checkpoint_path": str(tmp_path / "retrain")}))
     assert retrained.best_metric == min(r["value"] for r in records), (
         "the best config reproduces its trial"
     )

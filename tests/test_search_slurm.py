@@ -7,7 +7,6 @@ the jobs still running rather than submit them again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -153,22 +152,25 @@ def test_killed_search_picks_up_running_jobs(demo_hdf: dict[str, Path], tmp_path
 def test_preempted_trial_is_requeued_and_resumes_its_training(
     demo_hdf: dict[str, Path], tmp_path: Path
 ) -> None:
+    from e2espk.config import config_to_dict
     from e2espk.search.executors import ClusterOptions, submitit_executor
     from e2espk.search.objective import TrialRunner
     from e2espk.training.config import TrainConfig
     from tests.conftest import TINY_TRAIN
 
     run_dir = tmp_path / "trial"
-    config = TrainConfig(
-        train_hdf_file=str(demo_hdf["train"]),
-        valid_hdf_file=str(demo_hdf["valid"]),
-        checkpoint_path=str(run_dir),
-        backbone="ecapa_tdnn_tiny",
-        epochs=6,
-        **TINY_TRAIN,
-    )  # type: ignore[arg-type]
+    config = TrainConfig.from_flat(
+        dict(
+            train_hdf_file=str(demo_hdf["train"]),
+            valid_hdf_file=str(demo_hdf["valid"]),
+            checkpoint_path=str(run_dir),
+            backbone="ecapa_tdnn_tiny",
+            epochs=6,
+            **TINY_TRAIN,
+        )
+    )
     executor = submitit_executor(tmp_path / "jobs", ClusterOptions(cluster="slurm", timeout_min=5))
-    job = executor.submit(TrialRunner(), dataclasses.asdict(config), "fused/eer")
+    job = executor.submit(TrialRunner(), config_to_dict(config), "fused/eer")
     deadline = time.time() + 120
     while not (run_dir / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)

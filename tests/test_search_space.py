@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from e2espk.cli.hp_search import main as hp_search
+from e2espk.config import config_to_dict
 from e2espk.errors import ConfigError
 from e2espk.search.constraints import CorpusLimits, corpus_limits, problem
 from e2espk.search.report import failure_line, failure_reason
@@ -21,10 +22,10 @@ FLAGS_WITHOUT_BATCH = [f for i, f in enumerate(TRIAL_FLAGS) if "--batch-size" no
 
 
 def base_config(demo_hdf: dict[str, Path], **fixed: object) -> dict[str, object]:
-    config = TrainConfig(
-        train_hdf_file=str(demo_hdf["train"]), valid_hdf_file=str(demo_hdf["valid"])
+    config = TrainConfig.from_flat(
+        dict(train_hdf_file=str(demo_hdf["train"]), valid_hdf_file=str(demo_hdf["valid"]))
     )
-    return {**vars(config), **fixed}
+    return {**config_to_dict(config), **fixed}
 
 
 def asked(space: ng.p.Dict, optimizer: str, n: int) -> list[dict]:
@@ -66,7 +67,7 @@ def test_fields_searched_together_get_a_cheap_constraint(
 
 def test_choices_the_corpus_cannot_serve_leave_the_space(tmp_path: Path) -> None:
     limits = CorpusLimits("mel_pitch.hdf", 50, frozenset({"ptm", "mfbe", "pitch"}), ptm_pooled=True)
-    base = {**vars(TrainConfig(train_hdf_file="x")), "mode": "fusion"}
+    base = {**config_to_dict(TrainConfig.from_flat(dict(train_hdf_file="x"))), "mode": "fusion"}
     space = build_space(set(), base=base, limits=limits)
     assert space["feature_mode"].choices.value == ("mfbe_pitch", "mfbe_only")
     assert "cross_attention" not in space["fusion"].choices.value, "pooled PTM has no frames"

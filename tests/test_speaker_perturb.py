@@ -158,10 +158,10 @@ def test_the_sampler_draws_copies_of_every_speaker(tmp_path: Path) -> None:
 def test_bad_perturbations_are_refused(
     tmp_path: Path, demo_hdf: dict[str, Path], factors: tuple, feature_mode: str, match: str
 ) -> None:
-    config = TrainConfig(
+    config = TrainConfig.from_flat(dict(
         train_hdf_file=str(demo_hdf["train"]), checkpoint_path=str(tmp_path / "run"),
         speaker_perturb=factors, feature_mode=feature_mode, epochs=1, **TINY_TRAIN,
-    )  # type: ignore[arg-type]  # fmt: skip
+    ))  # fmt: skip
     with pytest.raises(ConfigError, match=match):
         train(config)
     assert not (tmp_path / "run").exists()
@@ -170,11 +170,11 @@ def test_bad_perturbations_are_refused(
 def test_training_with_copies_has_a_class_per_copy(
     tmp_path: Path, demo_hdf: dict[str, Path]
 ) -> None:
-    config = TrainConfig(
+    config = TrainConfig.from_flat(dict(
         train_hdf_file=str(demo_hdf["train"]), valid_hdf_file=str(demo_hdf["valid"]),
         checkpoint_path=str(tmp_path / "run"), backbone="ecapa_tdnn_tiny", epochs=1,
         max_steps_per_epoch=3, speaker_perturb=(0.9, 1.1), **TINY_TRAIN,
-    )  # type: ignore[arg-type]  # fmt: skip
+    ))  # fmt: skip
     result = train(config)
     assert np.isfinite(result.history[0]["train/loss"])
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)

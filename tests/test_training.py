@@ -33,7 +33,7 @@ def config(demo_hdf: dict[str, Path], run: Path, **overrides: object) -> TrainCo
         "backbone": "ecapa_tdnn_tiny",
         **TINY,
     }
-    return TrainConfig(**(values | overrides))  # type: ignore[arg-type]
+    return TrainConfig.from_flat(values | overrides)
 
 
 ARCHITECTURES = [
@@ -97,16 +97,18 @@ def test_pooled_ptm_corpus_trains(tmp_path: Path) -> None:
             progress=False,
         )
     )
-    cfg = TrainConfig(
-        train_hdf_file=str(tmp_path / "corpus.hdf"),
-        valid_hdf_file=str(tmp_path / "corpus.hdf"),
-        mode="ptm",
-        backbone="pooled_mlp_tiny",
-        pooling="mean",
-        checkpoint_path=str(tmp_path / "run"),
-        epochs=1,
-        **TINY,
-    )  # type: ignore[arg-type]
+    cfg = TrainConfig.from_flat(
+        dict(
+            train_hdf_file=str(tmp_path / "corpus.hdf"),
+            valid_hdf_file=str(tmp_path / "corpus.hdf"),
+            mode="ptm",
+            backbone="pooled_mlp_tiny",
+            pooling="mean",
+            checkpoint_path=str(tmp_path / "run"),
+            epochs=1,
+            **TINY,
+        )
+    )
     result = train(cfg)
     assert 0.0 <= result.history[0]["valid/fused/eer"] <= 1.0
 
@@ -307,12 +309,14 @@ def test_missing_stream_for_mode_is_reported(tmp_path: Path) -> None:
     pack_corpus(
         PackConfig(path_to_data=[str(tmp_path / "k")], out_path=str(tmp_path), progress=False)
     )
-    cfg = TrainConfig(
-        train_hdf_file=str(tmp_path / "corpus.hdf"),
-        mode="fusion",
-        checkpoint_path=str(tmp_path / "run"),
-        **TINY,
-    )  # type: ignore[arg-type]
+    cfg = TrainConfig.from_flat(
+        dict(
+            train_hdf_file=str(tmp_path / "corpus.hdf"),
+            mode="fusion",
+            checkpoint_path=str(tmp_path / "run"),
+            **TINY,
+        )
+    )
     with pytest.raises(InputDataError, match="needs stream"):
         train(cfg)
     with pytest.raises(InputDataError, match="mode 'ptm' needs a 'ptm' stream"):

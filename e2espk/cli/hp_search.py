@@ -22,7 +22,7 @@ from e2espk.search.constraints import corpus_limits
 from e2espk.search.driver import SearchSetup, check_optimizer_name, run_search
 from e2espk.search.executors import ClusterOptions, InlineExecutor, submitit_executor
 from e2espk.search.space import build_space
-from e2espk.training.config import METRICS, TrainConfig
+from e2espk.training.config import SCORE_METRIC_HELP, TrainConfig, check_score_metric
 
 LOG = logging.getLogger("e2espk.hp_search")
 PARALLEL_DOC = """``hp_search_slurm.py``: the hyperparameter search with trials in parallel as Slurm jobs.
@@ -51,7 +51,7 @@ class SearchOptions:
     )
     objective: str = option(
         "fused/eer",
-        help="minimised: best validation SCORE/METRIC of a trial (SCORE cosine|learned|fused; METRIC eer|min_dcf@0.01|min_dcf@0.05)",
+        help=f"minimised: best validation {SCORE_METRIC_HELP} of a trial",
     )
     failure_penalty: float = option(1.0, help="value told to the optimizer for a failed trial")
     space_file: str | None = option(
@@ -122,17 +122,13 @@ def parse(
     train_config, explicit = parse_explicit(
         TrainConfig, rest, "trial options (train.py flags)", prog
     )
-    score, _, metric = options.objective.partition("/")
-    if score not in ("cosine", "learned", "fused") or metric not in METRICS:
-        raise ConfigError(
-            f"--objective {options.objective!r}: use SCORE/METRIC, e.g. fused/eer or cosine/min_dcf@0.01"
-        )
+    check_score_metric(options.objective, "--objective")
     if not train_config.valid_hdf_file:
         raise ConfigError(
             "a search needs --valid-hdf-file: trials are compared on validation metrics"
         )
     # a bad fixed option fails here, once, rather than in every trial (trials select on the objective)
-    dataclasses.replace(train_config, select_metric=options.objective).validate()
+    train_config.replace(select_metric=options.objective).validate()
     return options, train_config, explicit
 
 

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from e2espk.config import option
 from e2espk.data.transforms import concatenated_columns as stream_columns  # noqa: F401 (API)
 from e2espk.errors import ConfigError
 
@@ -49,17 +50,34 @@ Span = tuple[int, int]  # [start, stop) along one axis
 class AugmentConfig:
     """Augmentation of training crops (validation and eval crops are never augmented).
 
-    Fields mirror the train.py flags of the same names (``TrainConfig`` documents them).
+    A part of train.py's options (``TrainConfig.augment``): the fields are its flags.
     """
 
-    spec_time_masks: int = 0  # time masks per crop over the spectral columns
-    spec_time_mask_frames: int = 10  # widest time mask, handcrafted frames (10 = 100 ms)
-    spec_freq_masks: int = 0  # frequency masks per crop and spectral stream
-    spec_freq_mask_bins: int = 8  # widest frequency mask, bins (of 80 log-mel / 40 MFCC)
-    spec_gain_db: float = 0.0  # log-mel gain uniform in [-x, x] dB (cancelled by CMN)
-    spec_tilt_db: float = 0.0  # log-mel tilt: lowest-to-highest band in [-x, x] dB (ditto)
-    spec_mix_prob: float = 0.0  # probability of mixing another speaker's log-mel crop
-    spec_mix_snr_db: tuple[float, float] = (13.0, 20.0)  # SNR range of that mix, dB
+    spec_time_masks: int = option(
+        0, help="SpecAugment time masks per crop over log-mel/MFCC (0: off)"
+    )
+    spec_time_mask_frames: int = option(
+        10, help="widest time mask, in handcrafted frames (10 = 100 ms)"
+    )
+    spec_freq_masks: int = option(
+        0, help="frequency masks per crop over log-mel/MFCC bins (0: off)"
+    )
+    spec_freq_mask_bins: int = option(
+        8, help="widest frequency mask, in bins of 80 log-mel / 40 MFCC (never over pitch)"
+    )
+    spec_gain_db: float = option(
+        0.0, help="random log-mel gain in [-x, x] dB (needs --cmvn none: CMN removes it)"
+    )
+    spec_tilt_db: float = option(
+        0.0,
+        help="random log-mel tilt, lowest to highest band in [-x, x] dB (needs --cmvn none)",
+    )
+    spec_mix_prob: float = option(
+        0.0, help="probability of adding another speaker's log-mel crop as noise (0: off)"
+    )
+    spec_mix_snr_db: tuple[float, float] = option(
+        (13.0, 20.0), metavar="DB", help="SNR range (LOW HIGH) of that mix"
+    )
 
     @property
     def enabled(self) -> bool:

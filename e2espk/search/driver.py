@@ -28,6 +28,7 @@ from e2espk.search import report
 from e2espk.search.executors import reattach
 from e2espk.search.objective import TrialOutcome, TrialRunner
 from e2espk.search.space import plain
+from e2espk.training.config import TrainConfig
 
 LOG = logging.getLogger(__name__)
 STATE_VERSION = 1
@@ -74,11 +75,27 @@ class SearchState:
         try:
             payload = json.loads(path.read_text())
             payload["pending"] = {int(k): Pending(**v) for k, v in payload["pending"].items()}
-            return SearchState(**payload)
+            return SearchState(**payload).with_current_names()
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise ConfigError(
                 f"{path}: cannot read the search state ({error}); move it away to start a new search"
             ) from None
+
+    def with_current_names(self) -> SearchState:
+        """The state of a search begun before a train.py option was renamed, with the option
+        under its current name everywhere (its trials are then the same trials)."""
+        rename = TrainConfig.upgrade_keys
+        self.space_names = sorted(rename(dict.fromkeys(self.space_names)))
+        self.events = [
+            [kind, trial, rename(payload) if kind == "ask" else payload]
+            for kind, trial, payload in self.events
+        ]
+        for pending in self.pending.values():
+            pending.hyperparameters = rename(pending.hyperparameters)
+            pending.config = rename(pending.config)
+        for record in self.records:
+            record["hyperparameters"] = rename(record["hyperparameters"])
+        return self
 
 
 @dataclasses.dataclass

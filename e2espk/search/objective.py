@@ -69,8 +69,8 @@ class TrialRunner(submitit.helpers.Checkpointable):
         self.restarts += 1
         started_at = time.time()
         started = time.perf_counter()
-        train_config = TrainConfig(
-            **{**config, "resume": True, "select_metric": objective, "progress": False}
+        train_config = TrainConfig.from_flat(
+            {**config, "resume": True, "select_metric": objective, "progress": False}
         )
         result = train(train_config)
         value, metrics, epoch = exported_metrics(

@@ -1,10 +1,11 @@
 """The hyperparameter search space as a nevergrad parametrization.
 
-Each searchable TrainConfig field has a default range here (registry ``SEARCH_SPACE``); a
+Each searchable train.py option has a default range here (registry ``SEARCH_SPACE``); the
+choices of a named part (fusion, feature mode, backbone, optimizer) are its registry's names. A
 ``--space-file`` YAML can change ranges or choices, and any option the user fixed on the
 command line (or in --config) leaves the space.
 
-Space-file syntax, one entry per TrainConfig field::
+Space-file syntax, one entry per train.py option (its flat name, as in a --config file)::
 
     lr: {log: [1.0e-4, 1.0e-2]}      # log-uniform float
     dropout_prob: {range: [0.0, 0.3]}  # uniform float
@@ -14,7 +15,6 @@ Space-file syntax, one entry per TrainConfig field::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,19 +22,41 @@ from typing import Any
 import nevergrad as ng
 import yaml
 
+from e2espk.config import option_names, upgrade_keys
+from e2espk.data.augment import SPECTRAL_STREAMS
+from e2espk.data.features import FEATURE_MODES
 from e2espk.errors import ConfigError
+from e2espk.models.backbones import BACKBONES
+from e2espk.models.fusion import FUSIONS
 from e2espk.registry import Registry
 from e2espk.search.constraints import CorpusLimits, FitsCorpus, fit_ranges
 from e2espk.training.config import TrainConfig
+from e2espk.training.optim import OPTIMIZERS
 
 ParameterFactory = Callable[[], ng.p.Parameter]
 SEARCH_SPACE: Registry[dict[str, Any]] = Registry("searchable hyperparameter")
 
+# Seconds per step on a CPU at full size (ECAPA-TDNN C=512: 2.2 s per step of 64 crops): in the
+# default space they would take most of a search's time; --search-costly-backbones adds them.
+COSTLY_BACKBONES = ["ecapa_tdnn", "resnet"]
+# Choices of the named parts come from their registries, in registration order. Every backbone
+# registers a *_tiny variant for tests and demos: a search wants the real ones. A searched
+# feature mode has a spectral stream (log-mel or MFCC): pitch alone is not searched.
+CHEAP_BACKBONES = [
+    name
+    for name in BACKBONES.names(sort=False)
+    if not name.endswith("_tiny") and name not in COSTLY_BACKBONES
+]
+SEARCHED_FEATURE_MODES = [
+    name
+    for name in FEATURE_MODES.names(sort=False)
+    if SPECTRAL_STREAMS & set(FEATURE_MODES.get(name))
+]
 DEFAULT_RANGES: dict[str, dict[str, Any]] = {
-    "fusion": {"choices": ["concat", "cross_attention", "gating"]},
-    "feature_mode": {"choices": ["mfbe_pitch", "mfcc_pitch", "mfbe_only", "mfcc_only"]},
-    "backbone": {"choices": ["tdnn", "pooled_mlp"]},  # + COSTLY_BACKBONES when asked for
-    "optimizer": {"choices": ["adam", "adamw", "sgd_nesterov"]},
+    "fusion": {"choices": FUSIONS.names(sort=False)},
+    "feature_mode": {"choices": SEARCHED_FEATURE_MODES},
+    "backbone": {"choices": CHEAP_BACKBONES},  # + COSTLY_BACKBONES when asked for
+    "optimizer": {"choices": OPTIMIZERS.names(sort=False)},
     "lr": {"log": [1e-4, 1e-2]},
     "l2": {"log": [1e-6, 1e-3]},
     "momentum": {"range": [0.5, 0.99]},
@@ -43,7 +65,7 @@ DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "scale": {"range": [16.0, 64.0]},
     "pair_weight": {"log": [0.1, 10.0]},
     "latent_size": {"choices": [128, 192, 256]},
-    "hidden_size": {"choices": [64, 128, 256, 512]},
+    "verifier_hidden_size": {"choices": [64, 128, 256, 512]},
     "n_hidden": {"choices": [1, 2, 3, 4]},
     "dropout_prob": {"range": [0.0, 0.3]},
     "n_frames": {"choices": [100, 200, 300]},
@@ -51,9 +73,6 @@ DEFAULT_RANGES: dict[str, dict[str, Any]] = {
     "ndiscriminators": {"choices": [1, 2, 4]},
     "rproj_size": {"choices": [0, 64, 128]},
 }
-# Seconds per step on a CPU at full size (ECAPA-TDNN C=512: 2.2 s per step of 64 crops): in the
-# default space they would take most of a search's time; --search-costly-backbones adds them.
-COSTLY_BACKBONES = ["ecapa_tdnn", "resnet"]
 for _name, _spec in DEFAULT_RANGES.items():
     SEARCH_SPACE.register(_name)(_spec)
 
@@ -85,13 +104,15 @@ def parameter(name: str, spec: Mapping[str, Any]) -> ng.p.Parameter:
 
 
 def load_space_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The ranges of a --space-file, keyed by train.py option (an option's earlier name is
+    taken with a FutureWarning naming the current one)."""
     path = Path(path)
     try:
         payload = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"{path}: cannot read the search space ({error})") from None
-    valid = {field.name for field in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(payload) - valid)
+    payload = upgrade_keys(TrainConfig, payload, f"{path}: ")
+    unknown = sorted(set(payload) - set(option_names(TrainConfig)))
     if unknown:
         raise ConfigError(f"{path}: {', '.join(unknown)} are not train.py options")
     return payload
@@ -119,6 +140,7 @@ def build_space(
     if space_file:
         ranges |= load_space_file(space_file)
     if only:
+        only = list(upgrade_keys(TrainConfig, dict.fromkeys(only), "--search-params: "))
         unknown = sorted(set(only) - set(ranges))
         if unknown:
             raise ConfigError(

@@ -46,10 +46,12 @@ from e2espk.training.average import export_checkpoints, keep_recent
 from e2espk.training.board import TrainingBoard
 from e2espk.training.checkpoint import restore_rng_state, rng_state
 from e2espk.training.config import TrainConfig
+from e2espk.training.config_parts import OptimOptions
 from e2espk.training.hard_speakers import prototype_neighbours
 from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
-from e2espk.training.optim import OPTIMIZERS, LRSchedule, ScheduleSpec
+from e2espk.training.margin_schedule import MarginSchedule
+from e2espk.training.optim import OPTIMIZERS, LRSchedule
 from e2espk.training.runlog import epoch_line, log_run_header
 from e2espk.training.runtime import resolve_amp, seed_everything, torch_threads
 
@@ -207,41 +209,33 @@ class Run:
 
 
 def build_optimization(
-    config: TrainConfig,
+    optim: OptimOptions,
     model: torch.nn.Module,
     loss: JointLoss,
-    steps_per_epoch: int,
+    total_steps: int,
     device: torch.device,
+    margin_schedule: MarginSchedule | None = None,
 ) -> Optimization:
-    """Optimizer (PTM layer weights in their own group), lr schedule and AMP scaler."""
-    amp_dtype = resolve_amp(config.amp, device)
+    """Optimizer (PTM layer weights in their own group), lr schedule over ``total_steps`` and
+    AMP scaler, as the optimisation options say."""
+    amp_dtype = resolve_amp(optim.amp, device)
     optimizer = OPTIMIZERS.build(
-        config.optimizer,
-        params=parameter_groups(model, loss, config.layer_weight_lr_scale, config.verifier_l2),
-        lr=config.lr,
-        weight_decay=config.l2,
-        momentum=config.momentum,
+        optim.optimizer,
+        params=parameter_groups(model, loss, optim.layer_weight_lr_scale, optim.verifier_l2),
+        **optim.optimizer_kwargs(),
     )
-    spec = ScheduleSpec(
-        config.lr,
-        config.epochs * steps_per_epoch,
-        config.warmup,
-        config.min_lr_ratio,
-        config.step_every,
-        config.step_gamma,
-        config.plateau_patience,
-    )
+    schedule = LRSchedule(optim.scheduler, optim.schedule_spec(total_steps), optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     return Optimization(
         model,
         loss,
         optimizer,
-        LRSchedule(config.scheduler, spec, optimizer),
+        schedule,
         scaler,
         device,
         amp_dtype,
-        config.max_gnorm,
-        margin_schedule=config.margin_schedule(steps_per_epoch) if loss.margin_head else None,
+        optim.max_gnorm,
+        margin_schedule=margin_schedule,
     )
 
 
@@ -252,25 +246,22 @@ def build_model_and_loss(
     model = build_speaker_model(model_config).to(device)
     verifier = (
         build_pair_verifier(config.verifier_config(), model_config.latent_size)
-        if config.pair_weight > 0
+        if config.loss.pair_weight > 0
         else None
     )
     head = None
-    if config.margin_weight > 0:
+    if config.loss.margin_weight > 0:
         head = MARGIN_HEADS.build(
-            config.softmax,
+            config.loss.softmax,
             embedding_dim=model_config.latent_size,
             n_classes=n_speakers,
-            margin=config.margin,
-            scale=config.scale,
-            label_smoothing=config.smoothing,
+            **config.loss.margin_head_kwargs(),
         )
+    weights = config.loss.margin_weight, config.loss.pair_weight
     return (
         model,
         verifier,
-        JointLoss(
-            head, verifier, config.margin_weight, config.pair_weight, config.pair_options()
-        ).to(device),
+        JointLoss(head, verifier, *weights, config.verifier.pair_options()).to(device),
     )
 
 
@@ -278,18 +269,18 @@ def build_run(config: TrainConfig) -> Run:
     """Data, model, losses and optimizer, built in a fixed order (the RNG streams depend on it)."""
     run_dir = check_run_dir(config)
     device = resolve_device(config.device)
-    resolve_amp(config.amp, device)  # reject bad --amp before reading any data
+    resolve_amp(config.optim.amp, device)  # reject bad --amp before reading any data
     seed_everything(config.seed)
     corpus = Corpus(config.train_hdf_file)
     layout = resolve_layout(corpus, config.mode, config.feature_mode)
     valid = validation_set(config, layout)
-    perturb = config.speaker_perturbation()
+    perturb = config.speaker_copies.perturbation()
     dataset = CropDataset(
         corpus,
         layout,
         config.crop_seconds(layout),
         config.normalization(),
-        config.augment_config(),
+        config.augment,
         perturb,
     )
     model_config = config.model_config(layout, dataset.columns)
@@ -299,7 +290,9 @@ def build_run(config: TrainConfig) -> Run:
     n_classes = len(corpus.speakers) * perturb.copies
     model, verifier, loss = build_model_and_loss(config, model_config, n_classes, device)
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
-    opt = build_optimization(config, model, loss, steps_per_epoch, device)
+    margin_schedule = config.loss.margin_schedule(steps_per_epoch) if loss.margin_head else None
+    total_steps = config.epochs * steps_per_epoch
+    opt = build_optimization(config.optim, model, loss, total_steps, device, margin_schedule)
     contract = EmbeddingContract(
         model_config, layout, config.normalization(), config.valid_window_seconds
     )
@@ -315,8 +308,9 @@ def resume(run: Run) -> None:
     # the CPU, as a fresh run has them).
     state = load_checkpoint(path, "cpu")
     saved = type(run.model_config).from_dict(state["model_config"])  # older: fewer keys
+    saved_options = TrainConfig.upgrade_keys(state.get("train_config") or {})  # older: old names
     check_resume_config(
-        state | {"model_config": saved.to_dict()}, path, run.model_config.to_dict(),
+        state | {"model_config": saved.to_dict(), "train_config": saved_options}, path, run.model_config.to_dict(),
         run.config.verifier_config().to_dict() if run.verifier else None, config_to_dict(run.config),
     )  # fmt: skip
     run.opt.model.load_state_dict(state["model"])
