@@ -30,6 +30,7 @@ import functools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -62,6 +63,10 @@ class System:
     overrides: tuple[str, ...] = ()
     note: str = ""
     valid_split: str = "valid"
+    # the system whose finished run this one re-exports (``train.py --resume`` on a copy):
+    # for options that change only the export (score fusion inputs, validation split), not
+    # the training
+    export_of: str | None = None
 
 
 # The recipe as shipped before this benchmark existed (the demo's, at batch 64; issue 13).
@@ -88,8 +93,16 @@ SYSTEMS: dict[str, System] = {
 }  # fmt: skip
 
 
-def _variant(base: System, *overrides: str, note: str, valid_split: str | None = None) -> System:
-    return System(base.recipe, base.overrides + overrides, note, valid_split or base.valid_split)
+def _variant(
+    base: System,
+    *overrides: str,
+    note: str,
+    valid_split: str | None = None,
+    export_of: str | None = None,
+) -> System:
+    return System(
+        base.recipe, base.overrides + overrides, note, valid_split or base.valid_split, export_of
+    )
 
 
 # Levers explored on the way to the new default (issue 13), each from today_levers.
@@ -171,16 +184,10 @@ EXPERIMENTS: dict[str, System] = {
         note="x_perturb4 with the copies' ln F0 moved by ln(factor) and the pitch statistics "
         "joined to the pooled vector",
     ),
-    "x_side": _variant(
-        DEFAULT, "--side-scores", "pitch_level", "--fusion-backends", "plda",
-        note="the default with the pitch level (median ln F0 distance) and a PLDA fitted on "
-        "training embeddings at export as inputs of the fitted score fusion (training unchanged)",
-    ),
-    "x_side_heldout": _variant(
-        DEFAULT, "--side-scores", "pitch_level", "--fusion-backends", "plda",
-        valid_split="heldout",
-        note="x_side validated on the held-out-family split: the score fusion's weights are "
-        "fitted on speakers of families absent from training, as the test speakers are",
+    "default_heldout": _variant(
+        DEFAULT, valid_split="heldout", export_of="default",
+        note="the default's training, its score fusions fitted on the held-out-family "
+        "validation split (speakers of families absent from training, as the test speakers are)",
     ),
     "x_perturb_wide": _variant(
         DEFAULT, "--speaker-perturb", "0.85", "1.15",
@@ -337,13 +344,23 @@ def train_and_eval(
     if not (run_dir / "results.json").exists():
         if run_dir.exists():
             subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        resume = []
+        if system.export_of:
+            source = work / f"{system.export_of}_seed{seed}"
+            if not (source / "results.json").exists():
+                raise SystemExit(
+                    f"{name} re-exports {source}, which has not finished: "
+                    f"run --systems {system.export_of}:{seed} first"
+                )
+            shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns("eval_*"))
+            resume = ["--resume"]
         run(
             [
                 sys.executable, "train.py", "--config", str(RECIPES / system.recipe),
                 "--train-hdf-file", str(data.train), "--valid-hdf-file", str(valid),
                 "--valid-trials", str(valid_trials), "--seed", str(seed),
                 "--threads", str(threads), "--checkpoint-path", str(run_dir), "--no-progress",
-                *system.overrides, *extra,
+                *system.overrides, *extra, *resume,
             ],
             work / "logs" / f"{name}_seed{seed}.train.log",
         )  # fmt: skip
@@ -622,6 +639,24 @@ ABLATIONS: dict[str, System] = {
     "no_pair_loss": _variant(
         DEFAULT, "--pair-weight", "0", "--select-metric", "cosine/eer",
         note="AAM only: no learned distance, no pair loss on the embeddings",
+    ),
+    "no_side_scores": _variant(
+        DEFAULT, "--side-scores", export_of="default",
+        note="score fusions without the pitch level (the default's training, re-exported)",
+    ),
+    "no_fusion_backends": _variant(
+        DEFAULT, "--fusion-backends", export_of="default",
+        note="score fusions without the export-time PLDA (the default's training, re-exported)",
+    ),
+    "no_fusion_asnorm": _variant(
+        DEFAULT, "--no-fusion-asnorm", export_of="default",
+        note="fused_asnorm as the AS-norm of the fused score, no fusion of AS-normed scores "
+        "(the default's training, re-exported)",
+    ),
+    "no_fusion_inputs": _variant(
+        DEFAULT, "--side-scores", "--fusion-backends", "--no-fusion-asnorm", export_of="default",
+        note="the fusion of cosine and learned only, as before 2026-12-05 (the default's "
+        "training, re-exported)",
     ),
 }  # fmt: skip
 

@@ -50,7 +50,8 @@ def test_a_fusion_with_the_pitch_level_and_plda_is_trained_stored_and_evaluated(
     run = tmp_path / "run"
     # the demo corpus's pitch stream is ln F0 alone (no voicing column)
     result = train(config(demo_hdf, run, epochs=1, side_scores=["pitch_level"],
-                          pitch_voicing_column=-1, fusion_backends=["plda"]))  # fmt: skip
+                          pitch_voicing_column=-1, fusion_backends=["plda"],
+                          fusion_asnorm=True, fusion_asnorm_top_n=3))  # fmt: skip
     entry = result.history[0]
     assert 0.0 <= entry["valid/pitch_level/eer"] <= 1.0 and "valid/fused/eer" in entry
     assert "valid/plda/eer" not in entry  # the back-ends are fitted once, at export
@@ -58,6 +59,8 @@ def test_a_fusion_with_the_pitch_level_and_plda_is_trained_stored_and_evaluated(
     payload = load_checkpoint(run / "final.pt", "cpu")
     assert payload["side_scores"] == [PitchLevel(voicing_column=None).to_dict()]
     assert payload["score_fusion"]["inputs"] == ["cosine", "learned", "pitch_level", "plda"]
+    assert payload["score_fusion_asnorm"]["inputs"] == ["cosine", "learned", "plda", "pitch_level"]
+    assert "valid/fused_asnorm/eer" in result.exported["final"]
     # final.pt got its own file: averaged.pt keeps the fusion fitted without back-ends
     averaged = load_checkpoint(run / "averaged.pt", "cpu")
     assert averaged["score_fusion"]["inputs"] == ["cosine", "learned", "pitch_level"]
@@ -69,7 +72,8 @@ def test_a_fusion_with_the_pitch_level_and_plda_is_trained_stored_and_evaluated(
     out = tmp_path / "scores"
     args = ["--cp-path", str(run / "final.pt"), "--test-hdf-file", str(demo_hdf["valid"]),
             "--trials-path", str(trials), "--out-path", str(out), "--cohort-hdf-file",
-            str(demo_hdf["train"]), "--cohort-top-n", "3", "--no-progress", "--no-plots"]  # fmt: skip
+            str(demo_hdf["train"]), "--cohort-top-n", "3", "--backend-hdf-file", str(demo_hdf["train"]),
+            "--backends", "plda", "--no-progress", "--no-plots"]  # fmt: skip
     assert eval_main(args) == 0
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert {"pitch_level", "fused", "fused_asnorm"} <= set(metrics)
@@ -86,7 +90,7 @@ def test_a_fusion_with_the_pitch_level_and_plda_is_trained_stored_and_evaluated(
             for row, utt in enumerate(corpus.utterances.tolist())
         }
     np.testing.assert_allclose(pitch, [-abs(level[a] - level[b]) for a, b in pairs], atol=1e-6)
-    assert "plda" not in metrics  # a fusion input only: eval's own back-ends report PLDA
+    assert list(metrics).count("plda") == 1  # eval's own; the checkpoint's is a fusion input
     with (
         h5py.File(out / "embedding_cache" / "test.h5") as handle,
         Corpus(demo_hdf["valid"]) as corpus,
@@ -98,7 +102,12 @@ def test_a_fusion_with_the_pitch_level_and_plda_is_trained_stored_and_evaluated(
     scores["plda"] = plda.score_pairs(table, np.array(rows[0]), np.array(rows[1]))
     assert system.score_fusion is not None
     np.testing.assert_allclose(read("fused")[1], system.score_fusion.apply(scores), atol=1e-4)
-    assert np.isfinite(read("fused_asnorm")[1]).all()
+    # fused_asnorm is the checkpoint's AS-norm fusion of eval's AS-normed scores (its PLDA,
+    # fitted on the same training file, is the checkpoint's) and the raw pitch level
+    normed = {name: read(f"{name}_asnorm")[1] for name in ("cosine", "learned", "plda")}
+    assert system.score_fusion_asnorm is not None
+    expected = system.score_fusion_asnorm.apply(normed | {"pitch_level": pitch})
+    np.testing.assert_allclose(read("fused_asnorm")[1], expected, atol=1e-4)
 
 
 def test_side_score_errors_name_the_option_or_the_file(

@@ -56,6 +56,8 @@ class EmbeddingSystem:
     # back-ends fitted on training embeddings at export whose scores the fusion weighs
     # (``--fusion-backends``), by score type; fusion inputs only, not reported on their own
     fusion_backends: dict[str, Backend] = dataclasses.field(default_factory=dict)
+    # fitted on AS-normed validation scores (``--fusion-asnorm``; e2espk.inference.cohort)
+    score_fusion_asnorm: LogisticFusion | None = None
 
     @property
     def cmvn(self) -> str:
@@ -174,9 +176,13 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
         for saved in payload.get("fusion_backends") or []:  # absent before --fusion-backends
             backend = backend_from_dict(saved)
             fusion_backends[backend.score_name] = backend
-        if score_fusion is not None:
-            known = {"cosine", "learned", *side_scores, *fusion_backends}
-            unknown = [name for name in score_fusion.inputs if name not in known]
+        saved_asnorm = payload.get("score_fusion_asnorm")
+        score_fusion_asnorm = (
+            None if saved_asnorm is None else LogisticFusion.from_dict(saved_asnorm)
+        )
+        known = {"cosine", "learned", *side_scores, *fusion_backends}
+        for fusion in (score_fusion, score_fusion_asnorm):
+            unknown = [name for name in (fusion.inputs if fusion else ()) if name not in known]
             if unknown:
                 raise ScoringInputError(
                     f"its score fusion weighs {', '.join(unknown)}, which the checkpoint does "
@@ -206,4 +212,5 @@ def load_embedding_system(path: str | Path, device: str | torch.device = "cpu") 
         contract,
         side_scores,
         fusion_backends,
+        score_fusion_asnorm,
     )

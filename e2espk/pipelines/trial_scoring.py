@@ -20,6 +20,12 @@ from e2espk.data.corpus import Corpus
 from e2espk.data.features import check_compatible
 from e2espk.errors import InputDataError
 from e2espk.fileio import write_json_atomic
+from e2espk.inference.cohort import (
+    Cohort,
+    embedding_input_scores,
+    input_statistics,
+    normalized_inputs,
+)
 from e2espk.inference.contract import ExtractionOptions
 from e2espk.inference.system import EmbeddingSystem
 from e2espk.pipelines.eval_config import EvalConfig
@@ -178,6 +184,8 @@ def cohort_statistics(
     assert tables.cohort is not None
     cohort_x, cohort_speakers, _ = tables.cohort
     verifier, fusion = system.verifier, system.score_fusion
+    if system.score_fusion_asnorm is not None:
+        fusion = None  # fused_asnorm is its own fusion of AS-normed inputs (score_trials)
     parts = fusion_cohort_parts(tables, system) if fusion is not None else {}
     # every input's test rows and cohort models ride along as columns of one table, so each
     # chunk of test rows keeps its own values of every input
@@ -220,15 +228,19 @@ def normalized_scores(
     raw: dict[str, np.ndarray],
     statistics: dict[str, tuple[np.ndarray, np.ndarray]],
     idx: tuple[np.ndarray, np.ndarray],
+    fused_asnorm: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """AS-norm versions of the raw scores. Without a fitted fusion (older checkpoints),
-    ``fused_asnorm`` is the z-normalised mean of the AS-normed cosine and learned scores."""
+    """AS-norm versions of the raw scores. ``fused_asnorm``: the checkpoint's AS-norm fusion
+    (``--fusion-asnorm``), when it has one; else the AS-norm of the fused score, or without a
+    fitted fusion (older checkpoints) the z-normalised mean of AS-normed cosine and learned."""
     out = {
         f"{name}_asnorm": asnorm.as_norm(raw[name], idx[0], idx[1], *statistics[name])
         for name in raw
         if name in statistics
     }
-    if "learned" in statistics and "fused" not in statistics:
+    if fused_asnorm is not None:
+        out["fused_asnorm"] = fused_asnorm
+    elif "learned" in statistics and "fused" not in statistics:
         out["fused_asnorm"] = fuse([out["cosine_asnorm"], out["learned_asnorm"]])
     order = [f"{name}_asnorm" for name in raw]  # the raw scores' order
     return {name: out[name] for name in order if name in out}
@@ -257,6 +269,10 @@ def score_trials(
     statistics = (
         cohort_statistics(tables, system, config.cohort_top_n, device) if tables.cohort else {}
     )
+    input_stats = None
+    if tables.cohort is not None and system.score_fusion_asnorm is not None:
+        cohort = Cohort(tables.cohort[0], tables.cohort[1])
+        input_stats = input_statistics(system, embeddings, cohort, config.cohort_top_n, device)
     results = []
     for trials in trial_sets:
         idx = (
@@ -266,7 +282,16 @@ def score_trials(
         scores = system.score(embeddings, idx[0], idx[1], device, tables.side)
         for name, (backend, table) in tables.backends.items():
             scores[name] = backend.score_pairs(table, *idx).astype(np.float32)
+        fused_asnorm = None
+        if input_stats is not None and system.score_fusion_asnorm is not None:
+            side_trials = {
+                name: system.side_scores[name].score_pairs(values, *idx)
+                for name, values in tables.side.items()
+            }
+            raw = embedding_input_scores(system, embeddings, *idx, device)
+            inputs = normalized_inputs(raw, input_stats, *idx, side_trials)
+            fused_asnorm = system.score_fusion_asnorm.apply(inputs)
         if statistics:
-            scores |= normalized_scores(scores, statistics, idx)
+            scores |= normalized_scores(scores, statistics, idx, fused_asnorm)
         results.append(scores)
     return results

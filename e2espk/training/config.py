@@ -133,6 +133,7 @@ class TrainConfig:
     )
     side_scores: list[str] = option(
         default_factory=list,
+        allow_empty=True,
         choices=SIDE_SCORES.choices(),
         help="utterance-level scores fused with cosine and learned, weights fitted on the valid "
         "trials and stored in the checkpoint: pitch_level (-|median ln F0 a - b| over voiced "
@@ -148,14 +149,22 @@ class TrainConfig:
     )
     fusion_backends: list[str] = option(
         default_factory=list,
+        allow_empty=True,
         choices=BACKENDS.choices(),
         help="back-ends (e.g. plda) fitted on training embeddings when final.pt is exported; "
         "their scores join its score fusion, refitted on the valid trials, so eval's fused "
         "score includes them",
     )
     fusion_backend_max_utterances: int = option(
-        20000, help="--fusion-backends: at most this many training utterances (seeded sample)"
+        20000,
+        help="--fusion-backends / --fusion-asnorm: at most this many training utterances (seeded sample)",
     )
+    fusion_asnorm: bool = option(
+        False,
+        help="at export, also fit a fusion of AS-normed scores (cohort: training utterances) "
+        "and raw side scores on the valid trials: eval's fused_asnorm (e2espk.inference.cohort)",
+    )
+    fusion_asnorm_top_n: int = option(300, help="--fusion-asnorm: top-N cohort scores per side")
     select_metric: str = option(
         "fused/eer",
         help=f"metric that picks the best checkpoint and stops early: {SCORE_METRIC_HELP}",
@@ -225,11 +234,15 @@ class TrainConfig:
             raise ConfigError("--n-frames must be >= 2, --epochs >= 1 and --lr > 0")
         if self.valid_trials and not self.valid_hdf_file:
             raise ConfigError("--valid-trials needs --valid-hdf-file")
-        if (self.side_scores or self.fusion_backends) and not self.valid_hdf_file:
+        if (
+            self.side_scores or self.fusion_backends or self.fusion_asnorm
+        ) and not self.valid_hdf_file:
             raise ConfigError(
-                "--side-scores and --fusion-backends are fused with weights fitted on the "
-                "valid trials: give --valid-hdf-file"
+                "--side-scores, --fusion-backends and --fusion-asnorm are fused with weights "
+                "fitted on the valid trials: give --valid-hdf-file"
             )
+        if self.fusion_asnorm_top_n < 1:
+            raise ConfigError(f"--fusion-asnorm-top-n must be >= 1, got {self.fusion_asnorm_top_n}")
         if self.pitch_log_f0_column < 0:
             raise ConfigError(f"--pitch-log-f0-column must be >= 0, got {self.pitch_log_f0_column}")
         self.side_score_set()  # checks the names

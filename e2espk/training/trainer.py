@@ -31,15 +31,14 @@ from e2espk.fileio import write_json_atomic, write_text_atomic
 from e2espk.inference.checkpoint_file import load_checkpoint, save_checkpoint
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.inference.side_values import side_values
-from e2espk.inference.system import EmbeddingSystem, load_embedding_system
-from e2espk.logfile import format_metric, log_to_file
+from e2espk.inference.system import load_embedding_system
+from e2espk.logfile import log_to_file
 from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
 from e2espk.models.config import ModelConfig
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
 from e2espk.models.verification import PairVerifier, build_pair_verifier
-from e2espk.scoring.backends import BACKENDS, Backend
-from e2espk.scoring.metrics import ScoringInputError
+from e2espk.scoring.backends import Backend
 from e2espk.scoring.score_fusion import LogisticFusion
 from e2espk.scoring.trials import build_trials, match_utterances, read_trials
 from e2espk.training.average import export_checkpoints, keep_recent
@@ -47,6 +46,7 @@ from e2espk.training.board import TrainingBoard
 from e2espk.training.checkpoint import restore_rng_state, rng_state
 from e2espk.training.config import TrainConfig
 from e2espk.training.config_parts import OptimOptions
+from e2espk.training.export_fusion import ExportInputs, fusion_entries, refit_exported_fusion
 from e2espk.training.hard_speakers import prototype_neighbours
 from e2espk.training.init_from import check_resume_config, initialize_from
 from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
@@ -347,19 +347,6 @@ def checkpoint_payload(run: Run, epoch: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def fusion_entries(
-    run: Run, fusion: LogisticFusion | None, backends: dict[str, Backend] | None = None
-) -> dict[str, Any]:
-    """A checkpoint's score fusion with what its inputs are made from (the side scores and
-    back-ends of this run), written together so they always match: a checkpoint refitted
-    here (averaged.pt, final.pt) may come from epochs saved with other options (--resume)."""
-    return {
-        "score_fusion": fusion.to_dict() if fusion is not None else None,
-        "side_scores": [side.to_dict() for side in run.config.side_score_set().values()],
-        "fusion_backends": [backend.to_dict() for backend in (backends or {}).values()],
-    }
-
-
 def validate_model(
     run: Run,
     model: torch.nn.Module,
@@ -371,46 +358,6 @@ def validate_model(
     config = run.config
     options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
     return validate(model, verifier, run.valid, run.contract, options, backends)
-
-
-def fit_fusion_backends(run: Run, system: EmbeddingSystem) -> dict[str, Backend]:
-    """--fusion-backends fitted on the embeddings of a seeded sample of training utterances
-    (the original speakers: speaker copies are a training device, not speakers)."""
-    config, corpus = run.config, run.corpus
-    rows = np.arange(len(corpus))
-    if len(rows) > config.fusion_backend_max_utterances:
-        rng = np.random.default_rng(config.seed)
-        rows = np.sort(rng.choice(rows, config.fusion_backend_max_utterances, replace=False))
-    options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
-    embeddings = system.extract(corpus, rows, options)
-    fitted: dict[str, Backend] = {}
-    for name in dict.fromkeys(BACKENDS.canonical(n) for n in config.fusion_backends):
-        try:
-            backend = BACKENDS.build(name).fit(embeddings, corpus.speaker_of[rows])
-        except ScoringInputError as error:
-            raise InputDataError(
-                corpus.path, f"cannot fit the {name!r} back-end: {error}"
-            ) from None
-        fitted[backend.score_name] = backend
-    return fitted
-
-
-def attach_fusion_backends(run: Run, path: Path, board: TrainingBoard) -> dict[str, float]:
-    """Give the exported checkpoint its --fusion-backends and a score fusion refitted with
-    them on the valid trials (logged as ``valid_final/...``). ``path`` is rewritten as a file
-    of its own: the checkpoint it was linked to keeps its fusion."""
-    system = load_embedding_system(path, run.opt.device)
-    backends = fit_fusion_backends(run, system)
-    metrics, _, _, fusion = validate_model(run, system.model, system.verifier, backends)
-    payload = load_checkpoint(path, "cpu") | fusion_entries(run, fusion, backends)
-    save_checkpoint(path, payload)
-    for key, value in metrics.items():
-        board.writer.add_scalar(f"valid_final/{key}", value, run.opt.step)
-    LOG.info(
-        "%s: back-ends %s fitted on training embeddings; valid fused EER %s",
-        path.name, ", ".join(backends), format_metric("eer", metrics.get("fused/eer", float("nan"))),
-    )  # fmt: skip
-    return metrics
 
 
 def set_hard_speakers(run: Run, epoch: int) -> None:
@@ -540,7 +487,7 @@ def export(run: Run, board: TrainingBoard) -> dict[str, Any]:
         system = load_embedding_system(path, run.opt.device)
         metrics, _, _, fusion = validate_model(run, system.model, system.verifier)
         # the averaged weights get a score fusion fitted on their own validation scores
-        payload = load_checkpoint(path, "cpu") | fusion_entries(run, fusion)
+        payload = load_checkpoint(path, "cpu") | fusion_entries(run.config, fusion)
         save_checkpoint(path, payload)
         for key, value in metrics.items():
             board.writer.add_scalar(f"valid_averaged/{key}", value, run.opt.step)
@@ -554,8 +501,13 @@ def export(run: Run, board: TrainingBoard) -> dict[str, Any]:
         last_epoch,
         validate_checkpoint if run.valid is not None else None,
     )
-    final = run.run_dir / "final.pt"
-    if run.config.fusion_backends and run.valid is not None and "final" in exported:
-        metrics = attach_fusion_backends(run, final, board)
+    config, final = run.config, run.run_dir / "final.pt"
+    if (config.fusion_backends or config.fusion_asnorm) and run.valid and "final" in exported:
+        # final.pt becomes a file of its own: the checkpoint it was linked to keeps its fusion
+        inputs = ExportInputs(config, run.corpus, run.valid, run.contract, run.opt.device)
+        metrics, entries = refit_exported_fusion(inputs, final)
+        save_checkpoint(final, load_checkpoint(final, "cpu") | entries)
+        for key, value in metrics.items():
+            board.writer.add_scalar(f"valid_final/{key}", value, run.opt.step)
         exported["final"].update({f"valid/{key}": value for key, value in metrics.items()})
     return exported
