@@ -623,8 +623,9 @@ ABLATIONS: dict[str, System] = {
         note="full margin from the first step",
     ),
     "no_averaging": _variant(
-        DEFAULT, "--average-last", "0", "--final-checkpoint", "last",
-        note="the last epoch's weights instead of the average of the last ones",
+        DEFAULT, "--average-last", "0", "--final-checkpoint", "last", export_of="default",
+        note="the last epoch's weights instead of the average of the last ones (the default's "
+        "training, re-exported: averaging happens at export)",
     ),
     "no_speaker_perturb": _variant(
         DEFAULT, "--speaker-perturb", "--epochs", "24", "--margin-hold-epochs", "3",

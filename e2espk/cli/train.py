@@ -38,8 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     final = result.exported.get("final") or {}
     if final:
         print(f"final.pt = {final['source']} -> {result.run_dir / 'final.pt'}")
-    if f"valid/{config.select_metric}" in final:  # --fusion-backends refitted its fusion
-        print(
-            f"final.pt with back-ends {', '.join(config.fusion_backends)} in its score fusion: {config.select_metric} {format_metric(config.select_metric, final[f'valid/{config.select_metric}'])}"
+    refitted = [key for key in ("fused/eer", "fused_asnorm/eer") if f"valid/{key}" in final]
+    if refitted:  # --fusion-backends / --fusion-asnorm refitted its fusions at export
+        figures = ", ".join(
+            f"{key} {format_metric(key, final[f'valid/{key}'])}" for key in refitted
         )
+        print(f"final.pt, score fusions refitted at export: {figures}")
     return 0
