@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from torch.distributed.elastic.multiprocessing.errors import record
-
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import parse_config
 from e2espk.distributed.process_group import env_rank
@@ -15,7 +13,6 @@ from e2espk.training.config import TrainConfig
 from e2espk.training.trainer import train
 
 
-@record  # under torchrun: a rank's uncaught error goes into the job's failure summary
 @user_errors_exit_cleanly
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()

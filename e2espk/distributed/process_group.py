@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -117,6 +118,12 @@ def _context(device: str, backend: str) -> DistContext:
         device=rank_device(device, local_rank, world_size),
         backend=str(backend),
     )
+
+
+def rank_seed(seed: int, epoch: int, context: DistContext) -> int:
+    """A seed for torch's RNG on this rank in this epoch (dropout, PTM masks): ranks draw
+    different masks for their slices, and a run resumed at an epoch draws the same ones."""
+    return int(np.random.SeedSequence([seed, epoch, context.rank]).generate_state(1)[0])
 
 
 def barrier(context: DistContext) -> None:

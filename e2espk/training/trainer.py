@@ -28,7 +28,13 @@ from e2espk.data.loader import CropDataset, SpeakerBatchSampler, training_loader
 from e2espk.data.speaker_perturb import virtual_speaker_offsets
 from e2espk.device import resolve_device
 from e2espk.distributed.consistency import check_same_on_all_ranks, corpus_identity
-from e2espk.distributed.process_group import DistContext, barrier, broadcast_object, session
+from e2espk.distributed.process_group import (
+    DistContext,
+    barrier,
+    broadcast_object,
+    rank_seed,
+    session,
+)
 from e2espk.distributed.replicas import replicate
 from e2espk.distributed.sharding import RankSlice, check_divisible, shard_rows
 from e2espk.errors import ConfigError, InputDataError, preview
@@ -224,6 +230,11 @@ class Run:
     def model_config(self) -> ModelConfig:
         return self.contract.model_config
 
+    @property
+    def progress(self) -> bool:
+        """Progress bars: on rank 0 only."""
+        return self.config.progress and self.ranks.is_main
+
 
 def build_optimization(
     optim: OptimOptions,
@@ -409,7 +420,7 @@ def validate_model(
     every rank): each rank embeds its share of the utterances, all score all of them."""
     valid, config = run.valid, run.config
     assert valid is not None
-    options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
+    options = ExtractionOptions(config.valid_batch_size, run.opt.device, run.progress)
     if not (sharded and run.ranks.active):
         return validate(model, verifier, valid, run.contract, options, backends)
     embeddings = shard_rows(
@@ -428,7 +439,7 @@ def fit_fusion_backends(run: Run, system: EmbeddingSystem) -> dict[str, Backend]
     if len(rows) > config.fusion_backend_max_utterances:
         rng = np.random.default_rng(config.seed)
         rows = np.sort(rng.choice(rows, config.fusion_backend_max_utterances, replace=False))
-    options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
+    options = ExtractionOptions(config.valid_batch_size, run.opt.device, run.progress)
     embeddings = system.extract(corpus, rows, options)
     fitted: dict[str, Backend] = {}
     for name in dict.fromkeys(BACKENDS.canonical(n) for n in config.fusion_backends):
@@ -476,11 +487,13 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
     started = time.perf_counter()
     run.sampler.set_epoch(epoch)
     set_hard_speakers(run, epoch)
+    if run.ranks.active:  # each rank its own dropout and masks, the same after a resume
+        torch.manual_seed(rank_seed(config.seed, epoch, run.ranks))
     generator = torch.Generator().manual_seed(
         config.seed * 100003 + epoch
     )  # CPU: pairs are mined there
     stats = train_one_epoch(
-        opt, run.loader, board, generator, config.max_steps_per_epoch, config.progress, epoch
+        opt, run.loader, board, generator, config.max_steps_per_epoch, run.progress, epoch
     )
     train_seconds = time.perf_counter() - started
     entry: dict[str, Any] = {
