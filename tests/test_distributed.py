@@ -14,6 +14,7 @@ noise, and such parameters would differ by ~lr whatever the implementation.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -23,9 +24,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
+from e2espk.data.loader import SpeakerBatchSampler
+from e2espk.distributed.process_group import DistContext, rank_device
+from e2espk.distributed.sharding import RankSlice, check_divisible, shard_bounds
+from e2espk.distributed.sync_batchnorm import GlooSyncBatchNorm, convert_sync_batchnorm
+from e2espk.errors import ConfigError
 from e2espk.training.config import TrainConfig
 from e2espk.training.trainer import train
 from tests.conftest import TINY_TRAIN
@@ -33,6 +40,11 @@ from tests.conftest import TINY_TRAIN
 REPO = Path(__file__).resolve().parents[1]
 ENTRY = REPO / "tests" / "torchrun_entry.py"
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-4}
+# a real torchrun job of 2 ranks (5-20 s each on 2 free cores)
+needs_gloo = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="torch built without gloo",
+)
 OPTIONS = {
     **TINY_TRAIN,
     "backbone": "ecapa_tdnn_tiny",  # BatchNorm everywhere: --sync-bn matters
@@ -111,6 +123,8 @@ def runs(demo_hdf: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return {"one": root / "one", "two": root / "two", "log": root / "two.log"}
 
 
+@pytest.mark.slow
+@needs_gloo
 def test_two_ranks_reach_the_weights_and_eer_of_one_process(runs: dict[str, Path]) -> None:
     one, two = state(runs["one"]), state(runs["two"])
     assert (one["epoch"], one["step"]) == (two["epoch"], two["step"]) == (1, 6)
@@ -124,6 +138,8 @@ def test_two_ranks_reach_the_weights_and_eer_of_one_process(runs: dict[str, Path
     assert (runs["two"] / "final.pt").exists() and (runs["two"] / "results.json").exists()
 
 
+@pytest.mark.slow
+@needs_gloo
 def test_a_failed_rank_ends_the_job_and_the_run_resumes_with_1_or_2_ranks(
     runs: dict[str, Path], demo_hdf: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -147,6 +163,8 @@ def test_a_failed_rank_ends_the_job_and_the_run_resumes_with_1_or_2_ranks(
     assert valid_eers(resumed.history) == valid_eers(state(runs["two"])["history"])
 
 
+@pytest.mark.slow
+@needs_gloo
 def test_ranks_with_different_options_or_corpora_are_refused(
     demo_hdf: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -160,6 +178,8 @@ def test_ranks_with_different_options_or_corpora_are_refused(
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+@pytest.mark.slow
+@needs_gloo
 def test_kill_9_of_a_rank_ends_the_job_in_bounded_time(
     demo_hdf: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -174,3 +194,46 @@ def test_kill_9_of_a_rank_ends_the_job_in_bounded_time(
     assert ended - float(killed_at.read_text()) < 40
     assert re.search(r"rank\s*: 1 \(local_rank: 1\)", output), output[-3000:]
     assert "Signal 9 (SIGKILL)" in output
+
+
+# ---- the pieces, in one process (no torchrun) ----
+
+
+def test_rank_slices_cover_each_global_batch_in_order() -> None:
+    offsets = np.array([0, 5, 9, 14, 20])  # 4 speakers
+    batches = list(SpeakerBatchSampler(offsets, 8, 2, seed=1))
+    slices = [
+        list(RankSlice(SpeakerBatchSampler(offsets, 8, 2, seed=1), DistContext(rank, 2)))
+        for rank in range(2)
+    ]
+    assert [a + b for a, b in zip(*slices, strict=True)] == batches
+    assert all(len(part) == 4 for part in slices[0])  # 2 whole speakers per rank
+    check_divisible(8, 2, 2)
+    with pytest.raises(ConfigError, match="multiple of 4 so that every rank gets"):
+        check_divisible(6, 2, 2)
+
+
+def test_shards_of_rows_cover_them_once() -> None:
+    bounds = [shard_bounds(10, DistContext(rank, 3)) for rank in range(3)]
+    assert bounds == [(0, 3), (3, 7), (7, 10)]
+
+
+def test_a_rank_uses_its_local_gpu() -> None:
+    assert rank_device("cpu", 1, 2) == "cpu"
+    assert rank_device("cuda", 1, 2) == "cuda:1"
+    assert rank_device("cuda:1", 0, 1) == "cuda:1"  # one process: as given
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES"):
+        rank_device("cuda:1", 0, 2)
+
+
+def test_sync_batchnorm_keeps_the_tensors_and_is_batchnorm_in_one_process() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Conv1d(3, 4, 3), torch.nn.BatchNorm1d(4))
+    converted = copy.deepcopy(plain)
+    weight = converted[1].weight
+    converted = convert_sync_batchnorm(converted, torch.device("cpu"))
+    assert isinstance(converted[1], GlooSyncBatchNorm) and converted[1].weight is weight
+    assert converted.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(5, 3, 7)
+    torch.testing.assert_close(converted(x), plain(x))  # no process group: plain BatchNorm
+    torch.testing.assert_close(converted[1].running_var, plain[1].running_var)
