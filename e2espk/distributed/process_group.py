@@ -97,15 +97,15 @@ def session(device: str, options: DistributedOptions) -> Iterator[DistContext]:
         torch.cuda.set_device(local_rank)
     timeout = datetime.timedelta(seconds=options.dist_timeout_seconds)
     dist.init_process_group(backend, init_method="env://", timeout=timeout)
-    try:
-        context = _context(device, backend)
-        LOG.info(
-            "rank %d of %d (local rank %d, %s, %s)",
-            context.rank, world_size, local_rank, backend, context.device,
-        )  # fmt: skip
-        yield context
-    finally:
-        dist.destroy_process_group()
+    context = _context(device, backend)
+    LOG.info(
+        "rank %d of %d (local rank %d, %s, %s)",
+        context.rank, world_size, local_rank, backend, context.device,
+    )  # fmt: skip
+    yield context
+    # only after a run that ended well: a rank that failed leaves the group to its exit (the
+    # others may be waiting in a collective with it, and NCCL's teardown could wait for them)
+    dist.destroy_process_group()
 
 
 def _context(device: str, backend: str) -> DistContext:
