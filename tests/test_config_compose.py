@@ -57,9 +57,11 @@ pitch_log_f0_column pitch_voicing_column fusion_backends fusion_backend_max_utte
 select_metric checkpoint_path logdir save_every resume seed threads device progress
 """
 FLAT_OPTIONS_2026_12 = OPTIONS_TEXT.split()
+ADDED_SINCE = ["fusion_asnorm", "fusion_asnorm_top_n"]  # issue 13: the AS-norm fusion
+ADDED_SINCE += ["sync_bn", "dist_timeout_seconds"]  # issue 11: several ranks under torchrun
 CURRENT = [
     "verifier_hidden_size" if name == "hidden_size" else name for name in FLAT_OPTIONS_2026_12
-]
+] + ADDED_SINCE
 
 
 def flag(name: str) -> str:

@@ -31,7 +31,9 @@ MAINS: dict[str, Callable[[list[str]], int]] = {
     "hp_search.py": hp_search.main,
     "hp_search_slurm.py": hp_search.main_parallel,
 }
-COMMAND = re.compile(r"(?:python|\$PY) (\w+\.py)((?: (?:demo|inspect|extract))?)((?: [^\n]*)?)")
+COMMAND = re.compile(
+    r"(?:python|\$PY|torchrun[^\n]*?) (\w+\.py)((?: (?:demo|inspect|extract))?)((?: [^\n]*)?)"
+)
 DOCS = sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md"))
 MARKDOWN = ["README.md", "benchmarks/README.md", *DOCS]
 SCRIPTS = ["scripts/demo.sh"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.config import parse_config
+from e2espk.distributed.process_group import env_rank
 from e2espk.logfile import format_metric
 from e2espk.training.config import TrainConfig
 from e2espk.training.trainer import train
@@ -14,8 +16,12 @@ from e2espk.training.trainer import train
 @user_errors_exit_cleanly
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
+    if env_rank() > 0:  # under torchrun, rank 0 speaks for the run; the others only warn
+        logging.getLogger("e2espk").setLevel(logging.WARNING)
     config = parse_config(TrainConfig, argv, description=__doc__, prog="train.py").validate()
     result = train(config)  # writes RUN/train.log once the inputs have been checked
+    if env_rank() > 0:
+        return 0
     last = result.history[-1] if result.history else {}
     print(f"run directory: {result.run_dir}")
     scores = [

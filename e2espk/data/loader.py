@@ -307,9 +307,16 @@ def _open_in_worker(worker_id: int) -> None:
 
 
 def training_loader(
-    dataset: CropDataset, sampler: SpeakerBatchSampler, workers: int, pin_memory: bool = False
+    dataset: CropDataset,
+    sampler: SpeakerBatchSampler,
+    workers: int,
+    pin_memory: bool = False,
+    batches: Sampler[list[CropRequest]] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` driven by ``sampler``, one lazily opened handle per worker.
+
+    ``batches``: what the loader loads of ``sampler``'s batches (default: all of them; with
+    several ranks, this rank's slice of each, ``e2espk.distributed.sharding.RankSlice``).
 
     The loader draws its worker base seed from its own generator, not from torch's global RNG:
     with persistent workers that draw happens only in the first epoch, so a run resumed later
@@ -318,7 +325,7 @@ def training_loader(
     """
     return DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=sampler if batches is None else batches,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,

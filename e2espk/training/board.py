@@ -12,10 +12,15 @@ from torch.utils.tensorboard import SummaryWriter
 class TrainingBoard:
     """Thin wrapper over SummaryWriter with the tags e2espk writes."""
 
-    def __init__(self, logdir: str | Path, purge_step: int | None = None) -> None:
+    def __init__(self, logdir: str | Path | None, purge_step: int | None = None) -> None:
         """``purge_step``: a resumed run's first step; events from there on that the
-        interrupted run wrote are hidden, so no step appears twice."""
-        self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
+        interrupted run wrote are hidden, so no step appears twice. ``logdir`` None: write
+        nothing (the ranks other than 0 of a distributed run)."""
+        self.writer: SummaryWriter | _NoWriter = (
+            SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
+            if logdir is not None
+            else _NoWriter()
+        )
 
     def log_step(self, step: int, stats: dict[str, float], lr: float, grad_norm: float) -> None:
         for key, value in stats.items():
@@ -60,3 +65,19 @@ class TrainingBoard:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class _NoWriter:
+    """SummaryWriter's methods that TrainingBoard and the trainer call, doing nothing."""
+
+    def add_scalar(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def add_histogram(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

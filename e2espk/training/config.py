@@ -16,6 +16,7 @@ from e2espk.config import from_flat, option, part, replace_flat, upgrade_keys
 from e2espk.data.augment import AugmentConfig
 from e2espk.data.features import FEATURE_MODES, InputLayout
 from e2espk.data.transforms import ABSOLUTE_STREAMS, CMVN, Normalization
+from e2espk.distributed.options import DistributedOptions
 from e2espk.errors import ConfigError
 from e2espk.models.config import ModelConfig
 from e2espk.models.verification import VerifierConfig
@@ -124,6 +125,9 @@ class TrainConfig:
     loss: LossOptions = part(LossOptions, "the margin head and the weights of the losses")
     optim: OptimOptions = part(
         OptimOptions, "optimizer, learning-rate schedule, clipping, mixed precision"
+    )
+    distributed: DistributedOptions = part(
+        DistributedOptions, "several ranks under torchrun (README: Scaling out)"
     )
     # training length, validation and the exported checkpoint
     epochs: int = option(10, help="training epochs (one epoch covers the corpus about once)")
@@ -249,6 +253,7 @@ class TrainConfig:
         self._validate_generalisation()
         self.verifier.validate()
         self.augment.validate(self.cmvn)
+        self.distributed.validate()
         return self
 
     def _validate_generalisation(self) -> None:

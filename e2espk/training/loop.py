@@ -13,6 +13,7 @@ import torch
 
 from e2espk import interrupts
 from e2espk.data.corpus import Corpus
+from e2espk.distributed.replicas import Replicas
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.inference.extraction import extract
 from e2espk.losses.joint import JointLoss
@@ -42,6 +43,7 @@ class Optimization:
     max_gnorm: float
     step: int = 0
     margin_schedule: MarginSchedule | None = None  # None: the head keeps its margin
+    replicas: Replicas | None = None  # several ranks: DDP around model and loss
 
 
 def apply_margin(opt: Optimization) -> float | None:
@@ -92,6 +94,9 @@ def _train_steps(
 ) -> dict[str, float]:
     opt.model.train()
     opt.loss.train()
+    model, objective = (
+        (opt.replicas.model, opt.replicas.loss) if opt.replicas else (opt.model, opt.loss)
+    )
     params = [p for group in opt.optimizer.param_groups for p in group["params"]]
     totals: dict[str, float] = defaultdict(float)
     steps = 0
@@ -107,8 +112,11 @@ def _train_steps(
             else contextlib.nullcontext()
         )
         with autocast:
-            embeddings = opt.model(inputs)
-        loss, stats = opt.loss(embeddings.float(), labels, generator)
+            embeddings = model(inputs)
+        embeddings = embeddings.float()
+        if opt.replicas is not None:  # several ranks: the loss covers the global batch
+            embeddings, labels = opt.replicas.gather(embeddings, labels)
+        loss, stats = objective(embeddings, labels, generator)
         if margin is not None:
             stats["margin"] = margin
         if not math.isfinite(stats["loss"]):
@@ -171,6 +179,18 @@ def validate(
     is fair enough); it is returned for the checkpoint.
     """
     embeddings = extract(model, valid.corpus, valid.rows.tolist(), contract, options)
+    return score_validation(embeddings, verifier, valid, options.device, backends)
+
+
+def score_validation(
+    embeddings: np.ndarray,
+    verifier: torch.nn.Module | None,
+    valid: ValidationSet,
+    device: str | torch.device,
+    backends: Mapping[str, Backend] | None = None,
+) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
+    """``validate`` from the ``(len(valid.rows), latent)`` embeddings of the valid utterances
+    (e.g. embedded by several ranks and gathered)."""
     extra = dict(valid.side) | {
         name: backend.score_pairs(backend.transform(embeddings), valid.idx_a, valid.idx_b)
         for name, backend in (backends or {}).items()
@@ -180,7 +200,7 @@ def validate(
         valid.idx_a,
         valid.idx_b,
         verifier,  # type: ignore[arg-type]
-        options.device,
+        device,
         side=extra,
     )
     fusion = None

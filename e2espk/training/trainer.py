@@ -10,6 +10,7 @@ was never interrupted (fixed seed, CPU).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -26,10 +27,21 @@ from e2espk.data.features import InputLayout, check_compatible, resolve_layout
 from e2espk.data.loader import CropDataset, SpeakerBatchSampler, training_loader
 from e2espk.data.speaker_perturb import virtual_speaker_offsets
 from e2espk.device import resolve_device
+from e2espk.distributed.consistency import check_same_on_all_ranks, corpus_identity
+from e2espk.distributed.process_group import (
+    DistContext,
+    barrier,
+    broadcast_object,
+    rank_seed,
+    session,
+)
+from e2espk.distributed.replicas import replicate
+from e2espk.distributed.sharding import RankSlice, check_divisible, shard_rows
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import write_json_atomic, write_text_atomic
 from e2espk.inference.checkpoint_file import load_checkpoint, save_checkpoint
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
+from e2espk.inference.extraction import extract
 from e2espk.inference.side_values import side_values
 from e2espk.inference.system import load_embedding_system
 from e2espk.logfile import log_to_file
@@ -49,7 +61,13 @@ from e2espk.training.config_parts import OptimOptions
 from e2espk.training.export_fusion import ExportInputs, fusion_entries, refit_exported_fusion
 from e2espk.training.hard_speakers import prototype_neighbours
 from e2espk.training.init_from import check_resume_config, initialize_from
-from e2espk.training.loop import Optimization, ValidationSet, train_one_epoch, validate
+from e2espk.training.loop import (
+    Optimization,
+    ValidationSet,
+    score_validation,
+    train_one_epoch,
+    validate,
+)
 from e2espk.training.margin_schedule import MarginSchedule
 from e2espk.training.optim import OPTIMIZERS, LRSchedule
 from e2espk.training.runlog import epoch_line, log_run_header
@@ -170,10 +188,14 @@ def model_summary(model: torch.nn.Module, loss: torch.nn.Module) -> str:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train a speaker embedding model (and its verification network) as ``config`` says."""
+    """Train a speaker embedding model (and its verification network) as ``config`` says.
+
+    Under ``torchrun`` every rank calls this: the ranks train one model on the global batch
+    (``e2espk.distributed``), and rank 0 alone writes the run directory.
+    """
     config.validate()
-    with torch_threads(config.threads):
-        return _train(config)
+    with torch_threads(config.threads), session(config.device, config.distributed) as ranks:
+        return _train(config, ranks)
 
 
 @dataclasses.dataclass
@@ -198,6 +220,7 @@ class Run:
     bad_epochs: int = 0
     parent: dict[str, Any] | None = None  # the --init-from checkpoint
     score_fusion: dict[str, Any] | None = None  # fitted at the last validation
+    ranks: DistContext = dataclasses.field(default_factory=DistContext)  # torchrun's ranks
 
     @property
     def layout(self) -> InputLayout:
@@ -206,6 +229,11 @@ class Run:
     @property
     def model_config(self) -> ModelConfig:
         return self.contract.model_config
+
+    @property
+    def progress(self) -> bool:
+        """Progress bars: on rank 0 only."""
+        return self.config.progress and self.ranks.is_main
 
 
 def build_optimization(
@@ -265,15 +293,32 @@ def build_model_and_loss(
     )
 
 
-def build_run(config: TrainConfig) -> Run:
+def run_identity(
+    config: TrainConfig, corpus: Corpus, valid: ValidationSet | None
+) -> dict[str, Any]:
+    """What every rank of a run must agree on: the options, and the corpora by their
+    contents (copies at other paths on other nodes are fine)."""
+    ignored = ("progress", "train_hdf_file", "valid_hdf_file")
+    identity = {k: v for k, v in config_to_dict(config).items() if k not in ignored}
+    identity["train corpus (ids, streams, frames)"] = corpus_identity(corpus)
+    if valid is not None:
+        identity["valid corpus (ids, streams, frames)"] = corpus_identity(valid.corpus)
+    return identity
+
+
+def build_run(config: TrainConfig, ranks: DistContext | None = None) -> Run:
     """Data, model, losses and optimizer, built in a fixed order (the RNG streams depend on it)."""
+    ranks = ranks or DistContext(device=config.device)
     run_dir = check_run_dir(config)
-    device = resolve_device(config.device)
+    if ranks.active:
+        check_divisible(config.batch_size, config.utts_per_speaker, ranks.world_size)
+    device = resolve_device(ranks.device)
     resolve_amp(config.optim.amp, device)  # reject bad --amp before reading any data
     seed_everything(config.seed)
     corpus = Corpus(config.train_hdf_file)
     layout = resolve_layout(corpus, config.mode, config.feature_mode)
     valid = validation_set(config, layout)
+    check_same_on_all_ranks(run_identity(config, corpus, valid), ranks)
     perturb = config.speaker_copies.perturbation()
     dataset = CropDataset(
         corpus,
@@ -286,18 +331,22 @@ def build_run(config: TrainConfig) -> Run:
     model_config = config.model_config(layout, dataset.columns)
     offsets = virtual_speaker_offsets(corpus.speaker_offsets, perturb.copies)
     sampler = SpeakerBatchSampler(offsets, config.batch_size, config.utts_per_speaker, config.seed)
-    loader = training_loader(dataset, sampler, config.workers, device.type == "cuda")
+    batches = RankSlice(sampler, ranks) if ranks.active else None  # this rank's share
+    loader = training_loader(dataset, sampler, config.workers, device.type == "cuda", batches)
     n_classes = len(corpus.speakers) * perturb.copies
     model, verifier, loss = build_model_and_loss(config, model_config, n_classes, device)
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
     margin_schedule = config.loss.margin_schedule(steps_per_epoch) if loss.margin_head else None
     total_steps = config.epochs * steps_per_epoch
     opt = build_optimization(config.optim, model, loss, total_steps, device, margin_schedule)
+    opt.replicas = replicate(model, loss, ranks, device, config.distributed.sync_bn)
     contract = EmbeddingContract(
         model_config, layout, config.normalization(), config.valid_window_seconds
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    return Run(config, corpus, contract, valid, sampler, loader, run_dir, opt, verifier)
+    return Run(
+        config, corpus, contract, valid, sampler, loader, run_dir, opt, verifier, ranks=ranks
+    )
 
 
 def resume(run: Run) -> None:
@@ -352,12 +401,21 @@ def validate_model(
     model: torch.nn.Module,
     verifier: torch.nn.Module | None,
     backends: dict[str, Backend] | None = None,
+    sharded: bool = False,
 ) -> tuple[dict[str, float], np.ndarray, dict[str, np.ndarray], LogisticFusion | None]:
-    """``validate`` on the run's valid set with the run's options."""
-    assert run.valid is not None
-    config = run.config
-    options = ExtractionOptions(config.valid_batch_size, run.opt.device, config.progress)
-    return validate(model, verifier, run.valid, run.contract, options, backends)
+    """``validate`` on the run's valid set with the run's options; ``sharded`` (called on
+    every rank): each rank embeds its share of the utterances, all score all of them."""
+    valid, config = run.valid, run.config
+    assert valid is not None
+    options = ExtractionOptions(config.valid_batch_size, run.opt.device, run.progress)
+    if not (sharded and run.ranks.active):
+        return validate(model, verifier, valid, run.contract, options, backends)
+    embeddings = shard_rows(
+        lambda rows: extract(model, valid.corpus, rows, run.contract, options),
+        valid.rows.tolist(),
+        run.ranks,
+    )
+    return score_validation(embeddings, verifier, valid, options.device, backends)
 
 
 def set_hard_speakers(run: Run, epoch: int) -> None:
@@ -376,11 +434,13 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
     started = time.perf_counter()
     run.sampler.set_epoch(epoch)
     set_hard_speakers(run, epoch)
+    if run.ranks.active:  # each rank its own dropout and masks, the same after a resume
+        torch.manual_seed(rank_seed(config.seed, epoch, run.ranks))
     generator = torch.Generator().manual_seed(
         config.seed * 100003 + epoch
     )  # CPU: pairs are mined there
     stats = train_one_epoch(
-        opt, run.loader, board, generator, config.max_steps_per_epoch, config.progress, epoch
+        opt, run.loader, board, generator, config.max_steps_per_epoch, run.progress, epoch
     )
     train_seconds = time.perf_counter() - started
     entry: dict[str, Any] = {
@@ -391,7 +451,9 @@ def run_epoch(run: Run, epoch: int, board: TrainingBoard) -> dict[str, Any]:
         "steps_per_second": stats["steps"] / train_seconds if train_seconds > 0 else 0.0,
     }
     if run.valid is not None:
-        metrics, embeddings, scores, fusion = validate_model(run, opt.model, run.verifier)
+        metrics, embeddings, scores, fusion = validate_model(
+            run, opt.model, run.verifier, sharded=True
+        )
         entry.update({f"valid/{k}": v for k, v in metrics.items()})
         run.score_fusion = fusion.to_dict() if fusion is not None else None
         board.log_validation(opt.step, metrics, embeddings, scores, run.valid.labels)
@@ -413,6 +475,8 @@ def record_epoch(run: Run, epoch: int, entry: dict[str, Any]) -> None:
         run.bad_epochs += 1
     if current is not None:
         run.opt.schedule.observe(current)
+    if not run.ranks.is_main:
+        return  # the other ranks hold the same state; rank 0 writes it
     payload = checkpoint_payload(run, epoch)
     save_checkpoint(run.run_dir / "last.pt", payload)
     keep_recent(run.run_dir, epoch, payload, config.average_last)
@@ -424,9 +488,10 @@ def record_epoch(run: Run, epoch: int, entry: dict[str, Any]) -> None:
     LOG.info("%s", epoch_line(entry, config.epochs))
 
 
-def _train(config: TrainConfig) -> TrainResult:
-    run = build_run(config)
-    with log_to_file(run.run_dir / "train.log"):
+def _train(config: TrainConfig, ranks: DistContext) -> TrainResult:
+    run = build_run(config, ranks)
+    main = ranks.is_main
+    with log_to_file(run.run_dir / "train.log") if main else contextlib.nullcontext():
         try:
             return _train_run(run)
         except interrupts.Interrupted as stop:
@@ -449,16 +514,28 @@ def _train_run(run: Run) -> TrainResult:
             config.init_from, run.opt.model, run.opt.loss, run.model_config.to_dict(),
             config.verifier_config().to_dict() if run.verifier else None, run.corpus.speakers.tolist(),
         )  # fmt: skip
-    save_config(config, run.run_dir / "config.yaml")
-    write_text_atomic(run.run_dir / "model_summary.txt", model_summary(run.opt.model, run.opt.loss))
+    main = run.ranks.is_main  # rank 0 writes the run directory; the others only train
+    if main:
+        save_config(config, run.run_dir / "config.yaml")
+        write_text_atomic(
+            run.run_dir / "model_summary.txt", model_summary(run.opt.model, run.opt.loss)
+        )
     log_run_header(run.config, run.opt.device, run.corpus, run.valid, run.start_epoch)
+    if run.ranks.active:
+        LOG.info(
+            "%d ranks (%s): global batch %d, %d per rank", run.ranks.world_size,
+            run.ranks.backend, config.batch_size, config.batch_size // run.ranks.world_size,
+        )  # fmt: skip
     # a resumed run rewrites the steps after its checkpoint: TensorBoard drops the old ones
     board = TrainingBoard(
-        config.logdir or run.run_dir / "tb", purge_step=run.opt.step + 1 if resumed else None
+        (config.logdir or run.run_dir / "tb") if main else None,
+        purge_step=run.opt.step + 1 if resumed else None,
     )
     try:
         for epoch in range(run.start_epoch, config.epochs):
-            record_epoch(run, epoch, run_epoch(run, epoch, board))
+            # rank 0's entry on every rank: best epoch, plateau and early stopping agree
+            entry = broadcast_object(run_epoch(run, epoch, board), run.ranks)
+            record_epoch(run, epoch, entry)
             board.flush()
             if config.patience and run.valid is not None and run.bad_epochs >= config.patience:
                 LOG.info(
@@ -467,13 +544,15 @@ def _train_run(run: Run) -> TrainResult:
                     config.patience,
                 )
                 break
-        exported = export(run, board)
+        exported = export(run, board) if main else {}
+        barrier(run.ranks)  # the others wait for rank 0's export (--dist-timeout-seconds)
     finally:
         board.close()
     results = {"best_metric": run.best, "best_epoch": run.best_epoch, "select_metric": config.select_metric,
                "epochs_run": len(run.history), "final": run.history[-1] if run.history else None, "run_dir": str(run.run_dir),
                "init_from": run.parent, "averaged": exported.get("averaged"), "final_checkpoint": exported.get("final")}  # fmt: skip
-    write_json_atomic(run.run_dir / "results.json", results)
+    if main:
+        write_json_atomic(run.run_dir / "results.json", results)
     model = cast(SpeakerEmbeddingModel, run.opt.model)
     return TrainResult(
         model, run.verifier, run.history, run.run_dir, run.best, run.best_epoch, exported
