@@ -324,6 +324,51 @@ def classical_rows(
     return rows
 
 
+def classical_pitch_rows(data: Data, split: str = "valid") -> list[dict[str, Any]]:
+    """The best classical system (LDA + PLDA on log-mel + pitch statistics) with the pitch
+    level fused in, as e2espk's default fuses it with its own scores: e2espk's ``PitchLevel``
+    and ``LogisticFusion``, the weights fitted on the ``split`` validation trials. Without it,
+    the classical row would lack a cue the e2espk row is given."""
+    from e2espk.inference.side_values import side_values
+    from e2espk.scoring.score_fusion import LogisticFusion
+    from e2espk.scoring.side_scores import PitchLevel
+
+    def stats(corpus: Corpus) -> np.ndarray:
+        return np.concatenate([utterance_stats(corpus, p)[0] for p in ("mfbe", "pitch")], axis=1)
+
+    train = Corpus(data.train)
+    train_x, train_spk = stats(train), train.speakers[train.speaker_of]
+    valid_path, valid_trials = data.validation(split)
+    pitch = PitchLevel()
+    sets = {}
+    for name, corpus, trials_path in (
+        ("valid", Corpus(valid_path), valid_trials),
+        ("test", Corpus(data.test), data.test_trials),
+    ):
+        trials = read_trials(trials_path)
+        position = {utt: k for k, utt in enumerate(corpus.utterances.tolist())}
+        idx_a = np.array([position[u] for u in trials.enroll])
+        idx_b = np.array([position[u] for u in trials.test])
+        scores = classical_scores(train_x, train_spk, stats(corpus), idx_a, idx_b)
+        level = side_values(corpus, np.arange(len(corpus)), {"pitch_level": pitch})["pitch_level"]
+        inputs = {
+            "plda": next(v for k, v in scores.items() if k.endswith("+plda")),
+            "pitch_level": pitch.score_pairs(level, idx_a, idx_b),
+        }
+        labels = np.asarray(trials.labels, dtype=bool)
+        sets[name] = (inputs, labels, same_family(trials.enroll, trials.test))
+    fusion = LogisticFusion(("plda", "pitch_level")).fit(sets["valid"][0], sets["valid"][1])
+    inputs, labels, same = sets["test"]
+    return [
+        {
+            "system": "classical: mfbe+pitch mean+std",
+            "checkpoint": "-",
+            "score": f"lda+plda+pitch_level (fused on {split})",
+            **trial_metrics(fusion.apply(inputs), labels, same),
+        }
+    ]
+
+
 # ------------------------------------------------------------------------------------------
 # e2espk systems
 
@@ -583,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         for seed in seeds if name != "classical" else [0]:
             if name == "classical":
-                rows += classical_rows(data)
+                rows += classical_rows(data) + classical_pitch_rows(data)
             elif name == "peer":
                 rows += peer_rows(data, work, args.peer_python, seed, args.peer_epochs)
             else:
