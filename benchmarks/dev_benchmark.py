@@ -629,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds if name != "classical" else [0]:
             if name == "classical":
                 rows += classical_rows(data) + classical_pitch_rows(data)
+                if (data.root / "hdf" / "dev_heldout.hdf").exists():
+                    rows += classical_pitch_rows(data, "heldout")
             elif name == "peer":
                 rows += peer_rows(data, work, args.peer_python, seed, args.peer_epochs)
             else:
