@@ -19,7 +19,7 @@ import torch
 
 from e2espk.data.corpus import Corpus
 from e2espk.data.features import resolve_layout
-from e2espk.training import trainer
+from e2espk.training import run_setup
 from e2espk.training.config import TrainConfig
 from e2espk.training.loop import Optimization, to_device, train_one_epoch
 
@@ -34,12 +34,12 @@ def build_optimization(config: TrainConfig) -> tuple[Optimization, int]:
     layout = resolve_layout(corpus, config.mode, config.feature_mode)
     model_config = config.model_config(layout)
     device = torch.device("cpu")
-    model, _, loss = trainer.build_model_and_loss(
+    model, _, loss = run_setup.build_model_and_loss(
         config, model_config, len(corpus.speakers), device
     )
     corpus.close()
     margin = config.loss.margin_schedule(10_000) if loss.margin_head else None
-    opt = trainer.build_optimization(
+    opt = run_setup.build_optimization(
         dataclasses.replace(config.optim, amp="off"), model, loss, 10_000, device, margin
     )
     return opt, sum(p.numel() for p in model.parameters())

@@ -44,7 +44,7 @@ from e2espk.fileio import write_json_atomic
 from e2espk.scoring.metrics import summarize
 from e2espk.scoring.scores import cosine_scores
 from e2espk.scoring.trials import build_trials
-from e2espk.training import trainer
+from e2espk.training import run_setup
 from e2espk.training.config import TrainConfig
 from e2espk.training.optim import LRSchedule
 from e2espk.training.trainer import train
@@ -203,7 +203,7 @@ DIAGNOSTIC_LR_SCALE = 30.0
 @contextlib.contextmanager
 def layer_logit_lr(scale: float) -> Iterator[None]:
     """Diagnostic only, not a recipe: train() with the PTM layer logits in their own Adam
-    param group at ``scale`` x the lr (no weight decay), by patching what trainer.py calls.
+    param group at ``scale`` x the lr (no weight decay), by patching what training/run_setup.py calls.
 
     With one lr for everything, Adam moves each logit by at most ~lr per step, so in the ~320
     steps of a demo run the softmax layer weights stay near uniform; this shows what the
@@ -211,8 +211,8 @@ def layer_logit_lr(scale: float) -> Iterator[None]:
     """
     built: list[Any] = []
     build_model, optimizers, apply = (
-        trainer.build_speaker_model,
-        trainer.OPTIMIZERS,
+        run_setup.build_speaker_model,
+        run_setup.OPTIMIZERS,
         LRSchedule.apply,
     )
 
@@ -236,12 +236,12 @@ def layer_logit_lr(scale: float) -> Iterator[None]:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
-    trainer.build_speaker_model, trainer.OPTIMIZERS = build, Optimizers()  # type: ignore[assignment]
+    run_setup.build_speaker_model, run_setup.OPTIMIZERS = build, Optimizers()  # type: ignore[assignment]
     LRSchedule.apply = scaled_apply  # type: ignore[method-assign]
     try:
         yield
     finally:
-        trainer.build_speaker_model, trainer.OPTIMIZERS = build_model, optimizers
+        run_setup.build_speaker_model, run_setup.OPTIMIZERS = build_model, optimizers
         LRSchedule.apply = apply  # type: ignore[method-assign]
 
 

@@ -18,13 +18,15 @@ from e2espk.losses import MARGIN_HEADS, JointLoss, PairLossOptions, mine_pairs, 
 from e2espk.losses.mining import hard_pairs, semi_hard_pairs
 from e2espk.models import PairVerifier
 from e2espk.pipelines.evaluation import EvalConfig, run_evaluation
+from e2espk.training import run_setup
 from e2espk.training import trainer as trainer_module
 from e2espk.training.average import average_checkpoints, recent_checkpoints
 from e2espk.training.checkpoint import load_checkpoint, load_embedding_system
 from e2espk.training.config import TrainConfig
 from e2espk.training.init_from import initialize_from
 from e2espk.training.margin_schedule import MarginSchedule
-from e2espk.training.trainer import parameter_groups, train
+from e2espk.training.run_setup import parameter_groups
+from e2espk.training.trainer import train
 from tests.conftest import TINY_TRAIN
 
 
@@ -122,7 +124,7 @@ def test_init_from_loads_weights_and_records_the_parent(
     cfg = config(
         demo_hdf, tmp_path / "stage2", init_from=str(parent_run / "last.pt"), dropout_prob=0.2
     )  # dropout changes no parameter: allowed
-    run = trainer_module.build_run(cfg)
+    run = run_setup.build_run(cfg)
     record = initialize_from(
         cfg.init_from,  # type: ignore[arg-type]
         run.opt.model,

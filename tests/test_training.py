@@ -13,13 +13,15 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from e2espk.cli.train import main as train_main
+from e2espk.device import resolve_device
 from e2espk.errors import ConfigError, InputDataError
 from e2espk.models.config import ModelConfig
 from e2espk.models.speaker_model import build_speaker_model
 from e2espk.training import trainer as trainer_module
 from e2espk.training.checkpoint import load_checkpoint
 from e2espk.training.config import TrainConfig
-from e2espk.training.trainer import seed_everything, train
+from e2espk.training.runtime import seed_everything
+from e2espk.training.trainer import train
 from tests.conftest import TINY_TRAIN
 
 TINY = TINY_TRAIN
@@ -331,8 +333,8 @@ def test_cuda_device_names_resolve_to_an_indexed_current_device(monkeypatch) -> 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
-    assert trainer_module.resolve_device("cuda") == torch.device("cuda", 1)
-    assert trainer_module.resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
     assert made_current == [torch.device("cuda", 1), torch.device("cuda", 0)]
     with pytest.raises(ConfigError, match="--device cuda:2: this machine has 2 CUDA device"):
-        trainer_module.resolve_device("cuda:2")
+        resolve_device("cuda:2")
