@@ -74,15 +74,23 @@ def input_statistics(
     statistics = asnorm.top_n_statistics_of_each(
         embeddings, models, top_n, scores, max_elements=1 << 22
     )
-    for name, backend in system.fusion_backends.items():
-        statistics[name] = asnorm.top_n_statistics(
+    return statistics | backend_statistics(system, embeddings, cohort, top_n)
+
+
+def backend_statistics(
+    system: EmbeddingSystem, embeddings: np.ndarray, cohort: Cohort, top_n: int
+) -> Statistics:
+    """``input_statistics`` of the fusion back-ends alone (eval has cosine's and learned's)."""
+    return {
+        name: asnorm.top_n_statistics(
             backend.transform(embeddings),
             backend.cohort_models(cohort.embeddings, cohort.speakers),
             top_n,
             backend.score_matrix,
             max_elements=1 << 22,
         )
-    return statistics
+        for name, backend in system.fusion_backends.items()
+    }
 
 
 def normalized_inputs(

@@ -22,8 +22,8 @@ from e2espk.errors import InputDataError
 from e2espk.fileio import write_json_atomic
 from e2espk.inference.cohort import (
     Cohort,
+    backend_statistics,
     embedding_input_scores,
-    input_statistics,
     normalized_inputs,
 )
 from e2espk.inference.contract import ExtractionOptions
@@ -272,7 +272,9 @@ def score_trials(
     input_stats = None
     if tables.cohort is not None and system.score_fusion_asnorm is not None:
         cohort = Cohort(tables.cohort[0], tables.cohort[1])
-        input_stats = input_statistics(system, embeddings, cohort, config.cohort_top_n, device)
+        # cosine's and learned's statistics are computed above: only the back-ends' are new
+        shared = {name: statistics[name] for name in ("cosine", "learned") if name in statistics}
+        input_stats = shared | backend_statistics(system, embeddings, cohort, config.cohort_top_n)
     results = []
     for trials in trial_sets:
         idx = (
