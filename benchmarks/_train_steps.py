@@ -34,9 +34,7 @@ def build_optimization(config: TrainConfig) -> tuple[Optimization, int]:
     layout = resolve_layout(corpus, config.mode, config.feature_mode)
     model_config = config.model_config(layout)
     device = torch.device("cpu")
-    model, _, loss = run_setup.build_model_and_loss(
-        config, model_config, len(corpus.speakers), device
-    )
+    model, _, loss = run_setup.model_and_loss_of(config, model_config, len(corpus.speakers), device)
     corpus.close()
     margin = config.loss.margin_schedule(10_000) if loss.margin_head else None
     opt = run_setup.build_optimization(

@@ -28,12 +28,13 @@ from e2espk.inference.contract import EmbeddingContract
 from e2espk.inference.side_values import side_values
 from e2espk.losses.joint import JointLoss
 from e2espk.losses.margin import MARGIN_HEADS
+from e2espk.losses.pairwise import PairLossOptions
 from e2espk.models.config import ModelConfig
 from e2espk.models.speaker_model import SpeakerEmbeddingModel, build_speaker_model
-from e2espk.models.verification import PairVerifier, build_pair_verifier
+from e2espk.models.verification import PairVerifier, VerifierConfig, build_pair_verifier
 from e2espk.scoring.trials import build_trials, match_utterances, read_trials
 from e2espk.training.config import TrainConfig
-from e2espk.training.config_parts import OptimOptions
+from e2espk.training.config_parts import LossOptions, OptimOptions
 from e2espk.training.loop import (
     Optimization,
     ValidationSet,
@@ -213,28 +214,44 @@ def build_optimization(
 
 
 def build_model_and_loss(
-    config: TrainConfig, model_config: Any, n_speakers: int, device: torch.device
+    model_config: ModelConfig,
+    verifier_config: VerifierConfig,
+    losses: LossOptions,
+    pairs: PairLossOptions,
+    n_speakers: int,
+    device: torch.device,
 ) -> tuple[SpeakerEmbeddingModel, PairVerifier | None, JointLoss]:
-    """The embedding model, and the training-only verifier and margin head (in the JointLoss)."""
+    """The embedding model, and the training-only verifier and margin head (in the JointLoss);
+    a loss whose weight is 0 gets no module."""
     model = build_speaker_model(model_config).to(device)
     verifier = (
-        build_pair_verifier(config.verifier_config(), model_config.latent_size)
-        if config.loss.pair_weight > 0
+        build_pair_verifier(verifier_config, model_config.latent_size)
+        if losses.pair_weight > 0
         else None
     )
     head = None
-    if config.loss.margin_weight > 0:
+    if losses.margin_weight > 0:
         head = MARGIN_HEADS.build(
-            config.loss.softmax,
+            losses.softmax,
             embedding_dim=model_config.latent_size,
             n_classes=n_speakers,
-            **config.loss.margin_head_kwargs(),
+            **losses.margin_head_kwargs(),
         )
-    weights = config.loss.margin_weight, config.loss.pair_weight
-    return (
-        model,
-        verifier,
-        JointLoss(head, verifier, *weights, config.verifier.pair_options()).to(device),
+    joint = JointLoss(head, verifier, losses.margin_weight, losses.pair_weight, pairs)
+    return model, verifier, joint.to(device)
+
+
+def model_and_loss_of(
+    config: TrainConfig, model_config: ModelConfig, n_speakers: int, device: torch.device
+) -> tuple[SpeakerEmbeddingModel, PairVerifier | None, JointLoss]:
+    """``build_model_and_loss`` with the parts of a training config."""
+    return build_model_and_loss(
+        model_config,
+        config.verifier_config(),
+        config.loss,
+        config.verifier.pair_options(),
+        n_speakers,
+        device,
     )
 
 
@@ -279,7 +296,7 @@ def build_run(config: TrainConfig, ranks: DistContext | None = None) -> Run:
     batches = RankSlice(sampler, ranks) if ranks.active else None  # this rank's share
     loader = training_loader(dataset, sampler, config.workers, device.type == "cuda", batches)
     n_classes = len(corpus.speakers) * perturb.copies
-    model, verifier, loss = build_model_and_loss(config, model_config, n_classes, device)
+    model, verifier, loss = model_and_loss_of(config, model_config, n_classes, device)
     steps_per_epoch = min(len(sampler), config.max_steps_per_epoch or len(sampler))
     margin_schedule = config.loss.margin_schedule(steps_per_epoch) if loss.margin_head else None
     total_steps = config.epochs * steps_per_epoch
