@@ -1,10 +1,12 @@
 """``data_prep.py extract``: audio (Kaldi wav.scp or a wav/flac tree) -> PTM and handcrafted
-streams -> an e2espk corpus. A stopped run continues when rerun with the same options."""
+streams -> an e2espk corpus. A stopped run continues when rerun with the same options.
+With --slurm-array N the work runs as N Slurm array tasks, joined into the same corpus."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from e2espk import interrupts
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
@@ -21,7 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     config = parse_config(ExtractConfig, argv, description=__doc__, prog="data_prep.py extract")
     try:
-        report = extract_corpus(config)
+        if config.slurm.slurm_array:
+            from e2espk.extract.array import run_array
+
+            report = run_array(config, slurm_executor(config), say=print_now)
+        else:
+            report = extract_corpus(config)
     except interrupts.Interrupted as stop:
         print(f"{stop.args[0]}: stopped; rerun the same command to continue", file=sys.stderr)
         return stop.exit_code
@@ -39,3 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for utterance, why in sorted(report.skipped_bad.items()):
             print(f"  {utterance}: {why}")
     return 0
+
+
+def print_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def slurm_executor(config: Any) -> Any:
+    """The search's submitit executor (its checks against ``sinfo``, its sbatch errors), with
+    the array's resources; task logs go to the work folder."""
+    from e2espk.extract.shards import work_dir
+    from e2espk.search.executors import ClusterOptions, submitit_executor
+
+    slurm = config.slurm
+    options = ClusterOptions(
+        "slurm", slurm.partition, slurm.gpus_per_node, slurm.cpus_per_task, slurm.mem_gb,
+        slurm.timeout_min, slurm.account, slurm.qos, list(slurm.sbatch), slurm.max_requeues,
+        job_name="e2espk-extract",
+    )  # fmt: skip
+    return submitit_executor(work_dir(config) / "jobs", options)
