@@ -6,6 +6,8 @@ the same plan (options, utterances, bounds), the same streams and the same extra
 by file. Utterances are then copied in the serial order into the same writers (train/valid
 split, atomic rename, index) as a serial run, so the joined files hold the same datasets,
 index and attributes as a serial run's; only HDF5's internal layout (byte offsets) differs.
+Each utterance is an HDF5 object copy (``CorpusWriter.add_copy``): its chunks move as stored,
+compressed or not, with no decoding (``benchmarks/bench_extract_join.py``: cost against cp).
 """
 
 from __future__ import annotations
@@ -139,11 +141,12 @@ def _copy(
         what = f"lacks {preview(missing)}" if missing else f"has foreign {preview(sorted(extra))}"
         raise InputDataError(item.corpus.path, f"{item.shard.describe()} {what} utterance(s)")
     report.skipped_bad.update(bad)
-    streams = list(item.corpus.streams)
+    speakers = item.corpus.speakers
     for utt in expected:
         if utt in bad:
             continue
         interrupts.check()
         row = item.corpus.utterance_row(utt)
-        arrays = {name: item.corpus.read(row, name) for name in streams}
-        writers[plan.assignment[utt]].add(plan.speakers[utt], utt, arrays)
+        if speakers[item.corpus.speaker_of[row]] != plan.speakers[utt]:
+            raise InputDataError(item.corpus.path, f"utterance {utt!r} under another speaker")
+        writers[plan.assignment[utt]].add_copy(item.corpus, row)
