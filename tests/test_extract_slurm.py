@@ -8,10 +8,12 @@ About 40 s on the 2-core dev VM (each task imports torch and runs the tiny PTM).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ pytest.importorskip("soundfile")
 
 from e2espk.extract.shards import FAIL_ONCE_ENV
 from tests.extract_support import tiny_ptm
-from tests.slurm_support import REPO_ROOT, slurm_cluster  # noqa: F401
+from tests.slurm_support import REPO_ROOT, slurm_cluster, slurm_executor  # noqa: F401
 from tests.test_extract_array import same_files
 from tests.test_extract_pipeline import extract_args, write_audio
 
@@ -73,3 +75,26 @@ def test_a_slurm_array_resubmits_a_failed_task_alone_and_joins_to_the_serial_cor
     assert out.count("resubmitted alone") == 1
     for part in ("train", "valid"):
         same_files(tmp_path / "serial" / f"vox_{part}.hdf", tmp_path / "array" / f"vox_{part}.hdf")
+
+
+def test_a_rerun_is_refused_while_a_task_of_a_killed_run_still_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command was killed (its tasks run on): a rerun must not start a second writer."""
+    from e2espk.cli.data_prep import main
+
+    write_audio(tmp_path / "audio", speakers=2, utterances=2)
+    job = slurm_executor(tmp_path / "jobs").submit(time.sleep, 120)  # the earlier run's task
+    try:
+        work = tmp_path / "hdf" / "vox.shards"
+        work.mkdir(parents=True)
+        (work / "jobs.json").write_text(json.dumps({"0": job.job_id}))
+        args = extract_args(
+            tmp_path / "hdf", "--audio-dir", str(tmp_path / "audio"), "--streams", "mfbe",
+            "--slurm-array", "2", "--bucket-window", "1",
+        )  # fmt: skip
+        assert main(args) == 2
+        assert f"job(s) {job.job_id} of an earlier run of this command" in capsys.readouterr().err
+        assert not list(work.glob("*shard*"))
+    finally:
+        job.cancel(check=False)

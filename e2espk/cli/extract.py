@@ -54,9 +54,13 @@ def print_now(line: str) -> None:
 
 def slurm_executor(config: Any) -> Any:
     """The search's submitit executor (its checks against ``sinfo``, its sbatch errors), with
-    the array's resources; task logs go to the work folder."""
+    the array's resources; task logs go to the work folder. Refused while tasks of an earlier
+    run (this command killed) still run: two writers of one shard would corrupt it."""
+    from e2espk.errors import ConfigError
+    from e2espk.extract.array import recorded_jobs
     from e2espk.extract.shards import work_dir
     from e2espk.search.executors import ClusterOptions, submitit_executor
+    from e2espk.search.slurm_checks import active_jobs
 
     slurm = config.slurm
     options = ClusterOptions(
@@ -64,4 +68,11 @@ def slurm_executor(config: Any) -> Any:
         slurm.timeout_min, slurm.account, slurm.qos, list(slurm.sbatch), slurm.max_requeues,
         job_name="e2espk-extract",
     )  # fmt: skip
-    return submitit_executor(work_dir(config) / "jobs", options)
+    executor = submitit_executor(work_dir(config) / "jobs", options)  # checks sinfo first
+    running = active_jobs(recorded_jobs(work_dir(config)))
+    if running:
+        raise ConfigError(
+            f"job(s) {', '.join(running)} of an earlier run of this command still write its "
+            "shards: wait for them to end (squeue) or scancel them, then rerun"
+        )
+    return executor

@@ -37,9 +37,11 @@ from e2espk.extract.shards import (
     split_windows,
     work_dir,
 )
+from e2espk.fileio import write_json_atomic
 
 LOG = logging.getLogger(__name__)
 Say = Callable[[str], None]
+JOBS_FILE = "jobs.json"  # in the work folder: shard -> the job now running it
 
 
 @dataclasses.dataclass
@@ -124,7 +126,22 @@ def submit_all(
     for job, submission in zip(todo, submitted, strict=True):
         attempts[job.shard.index] = Attempt(submission, 1)
         say(f"{job.shard.describe()}: job {submission.job_id}, log {log_path(submission)}")
+    record_jobs(Path(todo[0].work), attempts)
     return attempts
+
+
+def record_jobs(work: Path, attempts: dict[int, Attempt]) -> None:
+    """Keep the job ids in the work folder: a rerun after this process was killed must not
+    start a second writer of a shard whose job still runs (``recorded_jobs``)."""
+    write_json_atomic(work / JOBS_FILE, {str(i): str(a.job.job_id) for i, a in attempts.items()})
+
+
+def recorded_jobs(work: Path) -> list[str]:
+    """The job ids of the last run's shards, if it recorded any."""
+    try:
+        return list(json.loads((work / JOBS_FILE).read_text()).values())
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def follow(
@@ -157,6 +174,7 @@ def follow(
                         ) from None
                     job = executor.submit(ShardTask(), config, by_index[index])
                     attempts[index] = Attempt(job, attempt.number + 1)
+                    record_jobs(Path(by_index[index].work), attempts)
                     say(
                         f"{shard.describe()} failed in job {attempt.job.job_id}: {reason}; "
                         f"resubmitted alone as job {job.job_id} (submission {attempt.number + 1}"

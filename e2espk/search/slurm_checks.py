@@ -9,10 +9,11 @@ account, a QoS) becomes a one-line error that names the option concerned.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from e2espk.errors import ConfigError
@@ -142,3 +143,16 @@ def sbatch_refusal(error: Any, what: str = "trial job") -> ConfigError:
     reason = last_line(str(error))
     hints = [hint for key, hint in SBATCH_HINTS if key in reason.lower()]
     return ConfigError(f"sbatch refused the {what}: {reason}" + (f" ({hints[0]})" if hints else ""))
+
+
+def active_jobs(job_ids: Iterable[str], run: Runner = subprocess.run) -> list[str]:
+    """The ids among ``job_ids`` (``123`` or array tasks ``123_4``) that Slurm still queues
+    or runs, from ``squeue`` (one line per array task)."""
+    wanted = set(job_ids)
+    if not wanted:
+        return []
+    command = ["squeue", "--noheader", "--array", "--format=%i", "--user", getpass.getuser()]
+    answer = run(command, capture_output=True, text=True, timeout=60, check=False)
+    if answer.returncode != 0:
+        raise ConfigError(f"`squeue` failed: {last_line(answer.stderr or answer.stdout)}")
+    return sorted(wanted.intersection(answer.stdout.split()))
