@@ -64,7 +64,9 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def config_of(out: Path, audio: Path, *extra: str) -> ExtractConfig:
     args = ["--audio-dir", str(audio), "--out-path", str(out), "--out-name", "vox",
-            "--no-progress", "--bucket-window", "2", "--poll-seconds", "0", *extra]  # fmt: skip
+            "--no-progress", "--bucket-window", "2", *extra]  # fmt: skip
+    if "--slurm-array" in extra:
+        args += ["--poll-seconds", "0"]
     return parse_config(ExtractConfig, args, "test")
 
 
@@ -88,6 +90,11 @@ def test_shards_are_runs_of_whole_windows_in_the_serial_order() -> None:
     assert split_windows(ids, window=4, count=3)[-1].stop == 9
     with pytest.raises(ConfigError, match="only 5 window"):
         split_windows(ids, window=2, count=6)
+
+
+def test_slurm_resources_without_an_array_are_an_error(tmp_path: Path, audio: Path) -> None:
+    with pytest.raises(ConfigError, match="--partition, --gpus-per-node: only with --slurm-array"):
+        config_of(tmp_path, audio, "--partition", "gpu", "--gpus-per-node", "1").check()
 
 
 @pytest.mark.slow

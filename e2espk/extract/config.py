@@ -62,6 +62,14 @@ class SlurmArrayOptions:
     def check(self) -> None:
         if self.slurm_array < 0 or self.slurm_retries < 0 or self.max_requeues < 0:
             raise ConfigError("--slurm-array, --slurm-retries and --max-requeues must be >= 0")
+        default = SlurmArrayOptions()
+        given = [
+            "--" + field.name.replace("_", "-")
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(default, field.name)
+        ]
+        if given and not self.slurm_array:
+            raise ConfigError(f"{', '.join(given)}: only with --slurm-array N (Slurm array tasks)")
 
 
 VOLATILE_FIELDS = (
