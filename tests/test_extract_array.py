@@ -26,7 +26,7 @@ from e2espk.extract.config import ExtractConfig
 from e2espk.extract.join import join_shards
 from e2espk.extract.pipeline import extract_corpus, plan_extraction
 from e2espk.extract.shards import (
-    FAIL_ONCE_ENV,
+    FAULTS_ENV,
     ShardJob,
     extract_shard,
     plan_id,
@@ -104,7 +104,7 @@ def test_an_array_with_a_failing_shard_joins_to_the_serial_corpus(
     common = ("--streams", "ptm", "mfbe", "pitch", "--ptm-model", str(model),
               "--ptm-batch-seconds", "2", "--split-by", "speaker", "--valid-size", "1")  # fmt: skip
     serial = extract_corpus(config_of(tmp_path / "serial", audio, *common))
-    monkeypatch.setenv(FAIL_ONCE_ENV, f"1:{tmp_path / 'failed-once'}")
+    monkeypatch.setenv(FAULTS_ENV, f"1:fail:{tmp_path / 'failed-once'}")
     executor = RecordingExecutor()
     said: list[str] = []
     caplog.set_level("INFO")
@@ -130,7 +130,7 @@ def test_a_shard_failing_past_its_retries_is_named_and_a_rerun_continues(
     tmp_path: Path, audio: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     serial = extract_corpus(config_of(tmp_path / "serial", audio, "--streams", "mfbe"))
-    monkeypatch.setenv(FAIL_ONCE_ENV, f"2:{tmp_path / 'failed-once'}")
+    monkeypatch.setenv(FAULTS_ENV, f"2:fail:{tmp_path / 'failed-once'}")
     config = config_of(
         tmp_path / "array", audio, "--streams", "mfbe", "--slurm-array", "3", "--slurm-retries", "0"
     )
@@ -170,3 +170,17 @@ def test_the_join_refuses_shards_that_disagree(tmp_path: Path, audio: Path) -> N
     with pytest.raises(InputDataError, match=r"shard-001\.hdf: a shard of an extraction with"):
         run_array(config, RecordingExecutor())  # refused before anything is submitted
     assert not (tmp_path / "vox.hdf").exists()
+
+
+def test_a_shard_with_a_bad_file_fails_at_once_naming_it(tmp_path: Path) -> None:
+    """An input error is no reason to retry: the same job would fail the same way."""
+    paths = write_audio(tmp_path / "audio", speakers=2, utterances=2)
+    paths["spk1/utt0"].write_bytes(b"RIFF garbage")
+    config = config_of(
+        tmp_path, tmp_path / "audio", "--streams", "mfbe", "--slurm-array", "2",
+        "--bucket-window", "1",
+    )  # fmt: skip
+    executor = RecordingExecutor()
+    with pytest.raises(JobError, match=r"shard 1 .* failed 1 time\(s\).*'spk1/utt0'.*--skip-bad"):
+        run_array(config, executor)
+    assert executor.shards == [0, 1]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from e2espk.data.pack_config import PackReport
-from e2espk.errors import InputDataError, JobError
+from e2espk.errors import E2eSpkError, InputDataError, JobError
 from e2espk.extract.config import ExtractConfig
 from e2espk.extract.join import join_shards
 from e2espk.extract.pipeline import plan_extraction, write_report
@@ -165,7 +165,7 @@ def follow(
                 except Exception as error:
                     shard = by_index[index].shard
                     reason = failure_reason(error)
-                    if attempt.number > retries:
+                    if attempt.number > retries or not retryable(error, reason):
                         raise JobError(
                             f"{shard.describe()} failed {attempt.number} time(s), the last in "
                             f"job {attempt.job.job_id}: {reason} (log: {log_path(attempt.job)}); "
@@ -195,6 +195,12 @@ def follow(
                 "cancelled jobs %s", ", ".join(str(a.job.job_id) for a in attempts.values())
             )
         raise
+
+
+def retryable(error: BaseException, reason: str) -> bool:
+    """False for e2espk's own input and option errors (an undecodable file without
+    --skip-bad, a partial shard of other options): a new job would fail the same way."""
+    return not isinstance(error, E2eSpkError) and not reason.startswith("e2espk.errors.")
 
 
 def log_path(job: Any) -> str:

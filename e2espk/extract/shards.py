@@ -10,11 +10,14 @@ failure, or requeued after a preemption, continues its shard where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +33,11 @@ from e2espk.extract.pipeline import Extractor, Plan, open_writer, signature, wri
 LOG = logging.getLogger(__name__)
 SHARD_ATTR = "shard"  # JSON attribute of a shard file: plan id, index, count, skipped utterances
 ALL = "all"
-# Test-only fault injection: "INDEX:MARKER" makes shard INDEX fail once, after its first window
-# (when MARKER does not exist yet; the failure creates it), so that tests can watch a failed
-# task being resubmitted alone and continuing its shard. Never set it outside tests.
-FAIL_ONCE_ENV = "E2ESPK_TEST_FAIL_SHARD_ONCE"
+# Test-only fault injection, so that tests can watch a task being resubmitted (or requeued) and
+# continuing its shard: comma-separated "INDEX:KIND:MARKER"; once shard INDEX has written its
+# first window, and only while MARKER does not exist (the fault creates it), KIND "fail" raises
+# and KIND "stall" sleeps (for the test to preempt the task). Never set it outside tests.
+FAULTS_ENV = "E2ESPK_TEST_SHARD_FAULTS"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +163,7 @@ def extract_shard(config: ExtractConfig, job: ShardJob) -> dict[str, Any]:
     plan = Plan(job.items, job.speakers, parts, {ALL: job.path}, job.ordered)
     writer = open_writer(config, extractor, specs, job.path, sign)
     try:
-        write_utterances(config, extractor, specs, plan, {ALL: writer}, _fail_once(job))
+        write_utterances(config, extractor, specs, plan, {ALL: writer}, _fault(job))
         record = {**job.identity(), "utterances": writer.n_utterances, "skipped_bad": writer.bad}
         writer.attrs[SHARD_ATTR] = json.dumps(record)
         writer.close()
@@ -170,14 +174,23 @@ def extract_shard(config: ExtractConfig, job: ShardJob) -> dict[str, Any]:
     return record
 
 
-def _fail_once(job: ShardJob) -> Any:
-    """The test hook of :data:`FAIL_ONCE_ENV`, or None."""
-    index, _, marker = os.environ.get(FAIL_ONCE_ENV, "").partition(":")
-    if not marker or index != str(job.shard.index) or Path(marker).exists():
-        return None
+def _fault(job: ShardJob) -> Callable[[], None] | None:
+    """The test-only fault of :data:`FAULTS_ENV` for this shard, or None."""
+    for entry in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
+        index, kind, marker = entry.split(":", 2)
+        if index == str(job.shard.index) and not Path(marker).exists():
+            return functools.partial(_FAULTS[kind], Path(marker), job.shard.index)
+    return None
 
-    def fail() -> None:
-        Path(marker).touch()
-        raise RuntimeError(f"{FAIL_ONCE_ENV}: shard {job.shard.index} fails once, as asked")
 
-    return fail
+def _fail(marker: Path, index: int) -> None:
+    marker.touch()
+    raise RuntimeError(f"{FAULTS_ENV}: shard {index} fails once, as asked")
+
+
+def _stall(marker: Path, index: int) -> None:
+    marker.touch()
+    time.sleep(300)  # the test preempts the task here
+
+
+_FAULTS = {"fail": _fail, "stall": _stall}
