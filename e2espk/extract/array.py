@@ -18,7 +18,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,6 @@ def follow(
     """Wait for every shard; resubmit a failed one alone; on a final failure or a stop, cancel
     the tasks still running (their shards stay resumable) and raise."""
     by_index = {job.shard.index: job for job in jobs}
-    retries = config.slurm.slurm_retries
     try:
         while attempts:
             for index, attempt in list(attempts.items()):
@@ -163,38 +162,51 @@ def follow(
                 try:
                     attempt.job.result()
                 except Exception as error:
-                    shard = by_index[index].shard
-                    reason = failure_reason(error)
-                    if attempt.number > retries or not retryable(error, reason):
-                        raise JobError(
-                            f"{shard.describe()} failed {attempt.number} time(s), the last in "
-                            f"job {attempt.job.job_id}: {reason} (log: {log_path(attempt.job)}); "
-                            "the other tasks were cancelled and every shard keeps its progress: "
-                            "fix the cause and rerun the same command to continue"
-                        ) from None
-                    job = executor.submit(ShardTask(), config, by_index[index])
-                    attempts[index] = Attempt(job, attempt.number + 1)
-                    record_jobs(Path(by_index[index].work), attempts)
-                    say(
-                        f"{shard.describe()} failed in job {attempt.job.job_id}: {reason}; "
-                        f"resubmitted alone as job {job.job_id} (submission {attempt.number + 1}"
-                        f" of {retries + 1}), log {log_path(job)}"
-                    )
+                    job = by_index[index]
+                    attempts[index] = resubmit(executor, config, job, attempt, error, say)
+                    record_jobs(Path(job.work), attempts)
                     continue
                 say(f"shard {index} finished (job {attempt.job.job_id})")
                 del attempts[index]
             if attempts:
                 time.sleep(config.slurm.poll_seconds)
     except BaseException:
-        for attempt in attempts.values():
-            cancel = getattr(attempt.job, "cancel", None)
-            if cancel is not None and not attempt.job.done():
-                cancel(check=False)
-        if attempts:
-            LOG.warning(
-                "cancelled jobs %s", ", ".join(str(a.job.job_id) for a in attempts.values())
-            )
+        cancel_running(attempts.values())
         raise
+
+
+def resubmit(
+    executor: Any, config: ExtractConfig, job: ShardJob, failed: Attempt, error: Exception,
+    say: Say,
+) -> Attempt:  # fmt: skip
+    """The next submission of a failed shard, alone; JobError when it has no retry left."""
+    shard, reason, retries = job.shard, failure_reason(error), config.slurm.slurm_retries
+    if failed.number > retries or not retryable(error, reason):
+        raise JobError(
+            f"{shard.describe()} failed {failed.number} time(s), the last in job "
+            f"{failed.job.job_id}: {reason} (log: {log_path(failed.job)}); the other tasks were "
+            "cancelled and every shard keeps its progress: fix the cause and rerun the same "
+            "command to continue"
+        )
+    submission = executor.submit(ShardTask(), config, job)
+    say(
+        f"{shard.describe()} failed in job {failed.job.job_id}: {reason}; resubmitted alone as "
+        f"job {submission.job_id} (submission {failed.number + 1} of {retries + 1}), "
+        f"log {log_path(submission)}"
+    )
+    return Attempt(submission, failed.number + 1)
+
+
+def cancel_running(attempts: Iterable[Attempt]) -> None:
+    """Cancel the jobs that have not finished (their shards keep what they wrote)."""
+    cancelled = []
+    for attempt in attempts:
+        cancel = getattr(attempt.job, "cancel", None)
+        if cancel is not None and not attempt.job.done():
+            cancel(check=False)
+            cancelled.append(str(attempt.job.job_id))
+    if cancelled:
+        LOG.warning("cancelled job(s) %s; rerun the command to continue", ", ".join(cancelled))
 
 
 def retryable(error: BaseException, reason: str) -> bool:
