@@ -29,6 +29,10 @@ class InputDataError(E2eSpkError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class JobError(E2eSpkError):
+    """A cluster job failed for good (past its retries); the message names it and its log."""
+
+
 def preview(items: list[str] | tuple[str, ...] | set[str], limit: int = 5) -> str:
     """Format a count and the first few items, for messages about many bad items."""
     ordered = sorted(items)

@@ -1,10 +1,12 @@
 """``data_prep.py extract``: audio (Kaldi wav.scp or a wav/flac tree) -> PTM and handcrafted
-streams -> an e2espk corpus. A stopped run continues when rerun with the same options."""
+streams -> an e2espk corpus. A stopped run continues when rerun with the same options.
+With --slurm-array N the work runs as N Slurm array tasks, joined into the same corpus."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from e2espk import interrupts
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
@@ -21,7 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     config = parse_config(ExtractConfig, argv, description=__doc__, prog="data_prep.py extract")
     try:
-        report = extract_corpus(config)
+        if config.slurm.slurm_array:
+            from e2espk.extract.array import run_array
+
+            report = run_array(config, slurm_executor(config), say=print_now)
+        else:
+            report = extract_corpus(config)
     except interrupts.Interrupted as stop:
         print(f"{stop.args[0]}: stopped; rerun the same command to continue", file=sys.stderr)
         return stop.exit_code
@@ -39,3 +46,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         for utterance, why in sorted(report.skipped_bad.items()):
             print(f"  {utterance}: {why}")
     return 0
+
+
+def print_now(line: str) -> None:
+    print(line, flush=True)
+
+
+def slurm_executor(config: Any) -> Any:
+    """The search's submitit executor (its checks against ``sinfo``, its sbatch errors), with
+    the array's resources; task logs go to the work folder. Refused while tasks of an earlier
+    run (this command killed) still run: two writers of one shard would corrupt it."""
+    from e2espk.errors import ConfigError
+    from e2espk.extract.array import recorded_jobs
+    from e2espk.extract.shards import work_dir
+    from e2espk.search.executors import ClusterOptions, submitit_executor
+    from e2espk.search.slurm_checks import active_jobs
+
+    slurm = config.slurm
+    options = ClusterOptions(
+        "slurm", slurm.partition, slurm.gpus_per_node, slurm.cpus_per_task, slurm.mem_gb,
+        slurm.timeout_min, slurm.account, slurm.qos, list(slurm.sbatch), slurm.max_requeues,
+        job_name="e2espk-extract",
+    )  # fmt: skip
+    executor = submitit_executor(work_dir(config) / "jobs", options)  # checks sinfo first
+    running = active_jobs(recorded_jobs(work_dir(config)))
+    if running:
+        raise ConfigError(
+            f"job(s) {', '.join(running)} of an earlier run of this command still write its "
+            "shards: wait for them to end (squeue) or scancel them, then rerun"
+        )
+    return executor

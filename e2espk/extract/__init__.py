@@ -1,6 +1,7 @@
 """Feature extraction from audio into an e2espk corpus: decoding and resampling (``audio``),
 handcrafted streams (``handcrafted``), PTM hidden states (``ptm``) and the pipeline that writes
-the corpus (``pipeline``). Its heavy dependencies are the ``extract`` extra.
+the corpus (``pipeline``); ``--slurm-array`` runs it as a Slurm job array of shards (``shards``,
+``array``) joined into the same corpus (``join``). Its heavy dependencies are the ``extract`` extra.
 
 Frame timing, 16 kHz audio of ``n`` samples (all windows start at sample 0, no padding):
 

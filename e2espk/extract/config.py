@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from e2espk.config import option
+from e2espk.config import option, part
 from e2espk.data.corpus import COMPRESSIONS, PTM_KIND
 from e2espk.data.pack_config import PackConfig
 from e2espk.data.splits import SPLITTERS
@@ -19,14 +19,63 @@ OUTPUT_FIELDS = (
     "min_recordings", "split_by", "valid_size", "seed", "out_path", "out_name", "compression",
     "compression_level", "chunk_seconds", "overwrite", "skip_bad", "progress", "ptm_dtype",
 )  # fmt: skip
+
+
+@dataclasses.dataclass
+class SlurmArrayOptions:
+    """Where the shards of ``--slurm-array`` run: one Slurm array task per shard (submitit).
+
+    The resource names are those of ``hp_search_slurm.py`` (same meaning, same checks against
+    ``sinfo``); each task is one single-task job, so ``--gpus-per-node`` is its GPUs.
+    """
+
+    slurm_array: int = option(
+        0,
+        help="shard the utterances into N Slurm array tasks, then join the shard corpora into the usual output (0: extract here)",
+    )
+    partition: str | None = option(
+        None, help="Slurm partition of the array tasks (default: the cluster's default)"
+    )
+    gpus_per_node: int = option(0, help="GPUs of each array task (one task per job)")
+    cpus_per_task: int = option(
+        1, help="CPUs of each array task (give --workers CPUs - 1 to use them)"
+    )
+    mem_gb: float | None = option(None, help="memory of each array task (GB)")
+    timeout_min: int = option(
+        240,
+        help="time limit of each array task; near it the task is requeued and continues its shard",
+    )
+    account: str | None = option(None, help="Slurm account")
+    qos: str | None = option(None, help="Slurm QoS")
+    sbatch: list[str] = option(
+        default_factory=list, help="extra sbatch options as KEY=VALUE (e.g. constraint=a100)"
+    )
+    max_requeues: int = option(
+        3, help="requeues of a timed-out or preempted task (same job id, it continues its shard)"
+    )
+    slurm_retries: int = option(
+        2,
+        help="resubmissions of a failed shard task (alone, as a new job that continues the shard) before the command fails",
+    )
+    poll_seconds: float = option(10.0, help="seconds between checks of the array tasks")
+
+    def check(self) -> None:
+        if self.slurm_array < 0 or self.slurm_retries < 0 or self.max_requeues < 0:
+            raise ConfigError("--slurm-array, --slurm-retries and --max-requeues must be >= 0")
+        default = SlurmArrayOptions()
+        given = [
+            "--" + field.name.replace("_", "-")
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name) != getattr(default, field.name)
+        ]
+        if given and not self.slurm_array:
+            raise ConfigError(f"{', '.join(given)}: only with --slurm-array N (Slurm array tasks)")
+
+
 VOLATILE_FIELDS = (
-    "overwrite",
-    "progress",
-    "restart",
-    "device",
-    "skip_bad",
-    "workers",
-)  # same corpus
+    "overwrite", "progress", "restart", "device", "skip_bad", "workers",
+    *(field.name for field in dataclasses.fields(SlurmArrayOptions)),
+)  # fmt: skip  # same corpus
 
 
 def stream_names() -> list[str]:
@@ -118,6 +167,10 @@ class ExtractConfig:
         False, help="discard the partial files of an interrupted run instead of continuing it"
     )
     progress: bool = option(True, help="show a progress bar")
+    slurm: SlurmArrayOptions = part(
+        SlurmArrayOptions,
+        "scale-out: shards as a Slurm job array, joined into the same corpus as a serial run",
+    )
 
     def __post_init__(self) -> None:
         for name in self.streams:
@@ -142,6 +195,7 @@ class ExtractConfig:
             raise ConfigError(
                 "--ptm-batch-seconds must be >= 0, --bucket-window >= 1 and --workers >= 0"
             )
+        self.slurm.check()
 
     def pack_config(self) -> PackConfig:
         """The output options as packing's config, for packing's checks."""

@@ -17,7 +17,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +178,20 @@ def output_names(config: ExtractConfig, parts: list[str]) -> dict[str, Path]:
     }
 
 
-def extract_corpus(config: ExtractConfig) -> PackReport:
-    """Run the whole extraction and return its report (also saved as JSON)."""
+@dataclasses.dataclass
+class Plan:
+    """What an extraction writes: utterances in writing order, their audio, speaker and part."""
+
+    items: dict[str, AudioItem]
+    speakers: dict[str, str]  # utt -> speaker, after --min-recordings
+    assignment: dict[str, str]  # utt -> part ("all", or "train"/"valid")
+    names: dict[str, Path]  # part -> output file
+    ordered: list[str]  # (speaker, utterance) order: the windows and batches follow it
+    dropped: int = 0  # utterances of speakers below --min-recordings
+
+
+def plan_extraction(config: ExtractConfig) -> Plan:
+    """Check the options, read the inputs and decide who goes where; no audio is decoded."""
     config.check()
     check_layout_options(config.pack_config())
     items = audio_items(config)
@@ -194,38 +206,68 @@ def extract_corpus(config: ExtractConfig) -> PackReport:
     for path in names.values():
         if path.exists() and not config.overwrite:
             raise InputDataError(path, "output exists; pass --overwrite to replace it")
+    ordered = sorted(speakers, key=lambda utt: (speakers[utt], utt))
+    return Plan(items, speakers, assignment, names, ordered, n_dropped)
+
+
+def new_report(plan: Plan, specs: list[StreamSpec]) -> PackReport:
+    return PackReport(
+        outputs={p: str(n) for p, n in plan.names.items()}, utterances={}, speakers={},
+        dropped_min_recordings=plan.dropped, streams={s.name: s.to_json() for s in specs},
+    )  # fmt: skip
+
+
+def write_report(config: ExtractConfig, report: PackReport) -> None:
+    write_json_atomic(
+        Path(config.out_path) / f"{config.out_name}.report.json", dataclasses.asdict(report)
+    )
+
+
+def extract_corpus(config: ExtractConfig) -> PackReport:
+    """Run the whole extraction and return its report (also saved as JSON)."""
+    plan = plan_extraction(config)
     extractor = Extractor(config)
     specs = extractor.specs(config)
-    report = PackReport(
-        outputs={p: str(n) for p, n in names.items()}, utterances={}, speakers={},
-        dropped_min_recordings=n_dropped, streams={s.name: s.to_json() for s in specs},
-    )  # fmt: skip
-    ordered = sorted(speakers, key=lambda utt: (speakers[utt], utt))
-    sign = signature(config, items, extractor)
+    report = new_report(plan, specs)
+    sign = signature(config, plan.items, extractor)
     with made_dir(config.out_path):
         writers: dict[str, ResumableCorpusWriter] = {}
         try:
-            for part, path in names.items():
-                writers[part] = ResumableCorpusWriter(
-                    path, specs, signature=sign, restart=config.restart,
-                    compression=config.compression, compression_level=config.compression_level,
-                    overwrite=config.overwrite,
-                )  # fmt: skip
-                writers[part].attrs["extraction"] = json.dumps(extractor.provenance())
-            with Preparer(config.channel, config.workers) as preparer, interrupts.deferred():
-                run = _Run(config, extractor, specs, items, speakers, assignment, writers, preparer)
-                run.all(ordered)
+            for part, path in plan.names.items():
+                writers[part] = open_writer(config, extractor, specs, path, sign)
+            write_utterances(config, extractor, specs, plan, writers)
             for writer in writers.values():
                 report.skipped_bad.update(writer.bad)
-            close_parts(writers, names, report)
+            close_parts(writers, plan.names, report)
         except BaseException:
             for writer in writers.values():
                 writer.abort()
             raise
-        write_json_atomic(
-            Path(config.out_path) / f"{config.out_name}.report.json", dataclasses.asdict(report)
-        )
+        write_report(config, report)
     return report
+
+
+def open_writer(
+    config: ExtractConfig, extractor: Extractor, specs: list[StreamSpec], path: Path, sign: dict
+) -> ResumableCorpusWriter:
+    """A resumable writer of one output file (continues a partial one of the same signature)."""
+    writer = ResumableCorpusWriter(
+        path, specs, signature=sign, restart=config.restart, compression=config.compression,
+        compression_level=config.compression_level, overwrite=config.overwrite,
+    )  # fmt: skip
+    writer.attrs["extraction"] = json.dumps(extractor.provenance())
+    return writer
+
+
+def write_utterances(
+    config: ExtractConfig, extractor: Extractor, specs: list[StreamSpec], plan: Plan,
+    writers: dict[str, ResumableCorpusWriter], on_window: Callable[[], None] | None = None,
+) -> None:  # fmt: skip
+    """Extract every unfinished utterance of ``plan`` into its part's writer (checkpointed);
+    ``on_window`` runs after each window is checkpointed."""
+    with Preparer(config.channel, config.workers) as preparer, interrupts.deferred():
+        run = _Run(config, extractor, specs, plan, writers, preparer, on_window)
+        run.all(plan.ordered)
 
 
 @dataclasses.dataclass
@@ -235,13 +277,14 @@ class _Run:
     config: ExtractConfig
     extractor: Extractor
     specs: list[StreamSpec]
-    items: dict[str, AudioItem]
-    speakers: dict[str, str]
-    assignment: dict[str, str]
+    plan: Plan
     writers: dict[str, ResumableCorpusWriter]
     preparer: Preparer
+    on_window: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
+        self.items, self.speakers = self.plan.items, self.plan.speakers
+        self.assignment = self.plan.assignment
         self.checker = validation.UtteranceChecker(self.specs, tolerance=None)
         self.finished = set().union(*(w.done | set(w.bad) for w in self.writers.values()))
 
@@ -265,6 +308,8 @@ class _Run:
                 assert current is not None
                 self.window(todo, current)
                 bar.update(len(window))
+                if self.on_window is not None:
+                    self.on_window()
 
     def prepare(self, window: list[str], todo: set[str]) -> Iterator[Prepared]:
         """Start preparing a window: handcrafted streams only for unfinished utterances (the

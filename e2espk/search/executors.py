@@ -73,6 +73,7 @@ class ClusterOptions:
     qos: str | None = None
     sbatch: list[str] = dataclasses.field(default_factory=list)  # extra KEY=VALUE sbatch options
     max_requeues: int = 3
+    job_name: str = "e2espk-trial"  # Slurm job name (squeue); "trial" in sbatch errors
 
 
 class SlurmSubmitter:
@@ -82,16 +83,24 @@ class SlurmSubmitter:
     a job; that is a problem of the options, not of a trial, so the search stops with its reason.
     """
 
-    def __init__(self, executor: submitit.AutoExecutor) -> None:
+    def __init__(self, executor: submitit.AutoExecutor, what: str = "trial job") -> None:
         self.executor = executor
+        self.what = what
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._refusals_named(self.executor.submit, fn, *args, **kwargs)
+
+    def map_array(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
+        """One Slurm job array, one task per element (submitit's ``map_array``)."""
+        return self._refusals_named(self.executor.map_array, fn, *iterables)
+
+    def _refusals_named(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         printed = io.StringIO()  # submitit prints sbatch's stderr before raising it
         try:
             with contextlib.redirect_stderr(printed):
-                return self.executor.submit(fn, *args, **kwargs)
+                return call(*args, **kwargs)
         except (FailedJobError, FailedSubmissionError) as error:
-            raise sbatch_refusal(error) from None
+            raise sbatch_refusal(error, self.what) from None
 
 
 def submitit_executor(folder: Path, options: ClusterOptions) -> Any:
@@ -110,7 +119,7 @@ def submitit_executor(folder: Path, options: ClusterOptions) -> Any:
             raise ConfigError(f"--sbatch expects KEY=VALUE, got {item!r}")
         extra[key.strip().lstrip("-").replace("-", "_")] = value
     params: dict[str, Any] = {
-        "name": "e2espk-trial",
+        "name": options.job_name,
         "timeout_min": options.timeout_min,
         "gpus_per_node": options.gpus_per_node,
         "cpus_per_task": options.cpus_per_task,
@@ -129,7 +138,9 @@ def submitit_executor(folder: Path, options: ClusterOptions) -> Any:
         if extra:
             params["slurm_additional_parameters"] = extra
     executor.update_parameters(**params)
-    return SlurmSubmitter(executor) if options.cluster == "slurm" else executor
+    if options.cluster != "slurm":
+        return executor
+    return SlurmSubmitter(executor, options.job_name.removeprefix("e2espk-") + " job")
 
 
 def reattach(cluster: str, folder: Path, job_id: str) -> Any | None:

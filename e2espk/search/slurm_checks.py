@@ -9,10 +9,11 @@ account, a QoS) becomes a one-line error that names the option concerned.
 from __future__ import annotations
 
 import dataclasses
+import getpass
 import logging
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from e2espk.errors import ConfigError
@@ -20,8 +21,9 @@ from e2espk.errors import ConfigError
 LOG = logging.getLogger(__name__)
 SINFO = ["sinfo", "--noheader", "--format=%P|%G|%a"]  # partition (* = default) | GRES | avail
 GET_A_CLUSTER = (
-    "hp_search_slurm.py submits each trial as a Slurm job: on one machine use --cluster local, "
-    "or start the project's single-node test cluster with `bash scripts/slurm_local.sh up`"
+    "hp_search_slurm.py submits each trial as a Slurm job (on one machine use --cluster local), "
+    "data_prep.py extract --slurm-array each shard (on one machine leave it out); "
+    "to try either, start the project's single-node test cluster: `bash scripts/slurm_local.sh up`"
 )
 SBATCH_HINTS = (  # (text in sbatch's error, lower case) -> the option to check
     ("partition", "check --partition against `sinfo`"),
@@ -136,10 +138,21 @@ def check_cluster(partition: str | None, gpus: int, run: Runner = subprocess.run
     check_resources(parse_sinfo(answer.stdout), partition, gpus)
 
 
-def sbatch_refusal(error: Any) -> ConfigError:
+def sbatch_refusal(error: Any, what: str = "trial job") -> ConfigError:
     """submitit's error for a failed sbatch (its stderr) as a one-line ConfigError with a hint."""
     reason = last_line(str(error))
     hints = [hint for key, hint in SBATCH_HINTS if key in reason.lower()]
-    return ConfigError(
-        f"sbatch refused the trial job: {reason}" + (f" ({hints[0]})" if hints else "")
-    )
+    return ConfigError(f"sbatch refused the {what}: {reason}" + (f" ({hints[0]})" if hints else ""))
+
+
+def active_jobs(job_ids: Iterable[str], run: Runner = subprocess.run) -> list[str]:
+    """The ids among ``job_ids`` (``123`` or array tasks ``123_4``) that Slurm still queues
+    or runs, from ``squeue`` (one line per array task)."""
+    wanted = set(job_ids)
+    if not wanted:
+        return []
+    command = ["squeue", "--noheader", "--array", "--format=%i", "--user", getpass.getuser()]
+    answer = run(command, capture_output=True, text=True, timeout=60, check=False)
+    if answer.returncode != 0:
+        raise ConfigError(f"`squeue` failed: {last_line(answer.stderr or answer.stdout)}")
+    return sorted(wanted.intersection(answer.stdout.split()))
