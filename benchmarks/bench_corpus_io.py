@@ -241,15 +241,17 @@ def run_disk_benchmark(work: Path, sizes: dict[str, Any]) -> list[dict[str, Any]
     variants = [(None, "none"), ("0,4,8,12", "none"), (None, "lzf"), ("0,4,8,12", "lzf")]
     for layers, compression in tqdm(variants, desc="pack_corpus variants", unit="run"):
         name = f"L{'4' if layers else '13'}-{compression}"
-        config = PackConfig(
-            ptm=[str(pt_path)],
-            utt2spk=[str(u2s)],
-            ptm_layers=layers,
-            compression=compression,
-            out_path=str(work / "pack"),
-            out_name=name,
-            overwrite=True,
-            progress=False,
+        config = PackConfig.from_flat(
+            dict(
+                ptm=[str(pt_path)],
+                utt2spk=[str(u2s)],
+                ptm_layers=layers,
+                compression=compression,
+                out_path=str(work / "pack"),
+                out_name=name,
+                overwrite=True,
+                progress=False,
+            )
         )
         begin = time.perf_counter()
         report = pack_corpus(config)

@@ -123,10 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             runner = PtmRunner(str(save_model(root / label.split()[0], size)), None, device)
             for mode, fn in ptm_passes(runner, wavs, args.ptm_batch_seconds).items():
                 stages[f"ptm {label}, {mode}"] = best_of(repeats, fn)
-        config = ExtractConfig(
+        config = ExtractConfig.from_flat(dict(
             audio_dir=str(root / "audio"), streams=["ptm", "mfbe", "mfcc", "pitch"],
             ptm_model=str(root / "base-size"), device=args.device, out_path=str(root / "hdf"), progress=False, overwrite=True,
-        )  # fmt: skip
+        ))  # fmt: skip
         start = time.perf_counter()
         extract_corpus(config)
         pipeline_s = time.perf_counter() - start

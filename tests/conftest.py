@@ -111,11 +111,11 @@ def demo_hdf(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         )
     )
     pack_corpus(
-        PackConfig(
+        PackConfig.from_flat(dict(
             ptm=[str(paths.ptm_dict)], path_to_data=[str(paths.kaldi_dir)],
             mfcc=[f"kaldi:{paths.kaldi_dir}:mfcc.scp"], pitch=[f"kaldi:{paths.kaldi_dir}:pitch.scp"],
             split_by="speaker", valid_size=2, out_path=str(root / "hdf"), out_name="demo", progress=False,
-        )
+        ))
     )  # fmt: skip
     return {
         "train": root / "hdf" / "demo_train.hdf",

@@ -249,7 +249,9 @@ def test_no_speaker_information(tmp_path: Path, tiny: TinyFeatures) -> None:
     save_ptm(tmp_path / "ptm.pt", tiny.ptm)
     with pytest.raises(Exception, match="no speaker information"):
         pack_corpus(
-            PackConfig(ptm=[str(tmp_path / "ptm.pt")], out_path=str(tmp_path), progress=False)
+            PackConfig.from_flat(
+                dict(ptm=[str(tmp_path / "ptm.pt")], out_path=str(tmp_path), progress=False)
+            )
         )
 
 

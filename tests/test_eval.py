@@ -196,8 +196,13 @@ def test_eval_stream_missing_and_bad_checkpoint(
 
     kaldi = demo_hdf["root"] / "corpus" / "kaldi"
     pack_corpus(
-        PackConfig(
-            path_to_data=[str(kaldi)], out_path=str(tmp_path), out_name="mel_only", progress=False
+        PackConfig.from_flat(
+            dict(
+                path_to_data=[str(kaldi)],
+                out_path=str(tmp_path),
+                out_name="mel_only",
+                progress=False,
+            )
         )
     )
     assert (

@@ -92,11 +92,13 @@ def test_pooled_ptm_corpus_trains(tmp_path: Path) -> None:
         {u: torch.from_numpy(a.mean(0)) for u, a in tiny.ptm.items()}, tmp_path / "pooled.pt"
     )
     pack_corpus(
-        PackConfig(
-            ptm=[str(tmp_path / "pooled.pt")],
-            utt2spk=[str(tiny.write_utt2spk(tmp_path / "u2s"))],
-            out_path=str(tmp_path),
-            progress=False,
+        PackConfig.from_flat(
+            dict(
+                ptm=[str(tmp_path / "pooled.pt")],
+                utt2spk=[str(tiny.write_utt2spk(tmp_path / "u2s"))],
+                out_path=str(tmp_path),
+                progress=False,
+            )
         )
     )
     cfg = TrainConfig.from_flat(
@@ -309,7 +311,9 @@ def test_missing_stream_for_mode_is_reported(tmp_path: Path) -> None:
     tiny = make_features(n_speakers=4, n_utts=2)
     write_kaldi_dir(tmp_path / "k", tiny.mfbe, tiny.utt2spk)
     pack_corpus(
-        PackConfig(path_to_data=[str(tmp_path / "k")], out_path=str(tmp_path), progress=False)
+        PackConfig.from_flat(
+            dict(path_to_data=[str(tmp_path / "k")], out_path=str(tmp_path), progress=False)
+        )
     )
     cfg = TrainConfig.from_flat(
         dict(

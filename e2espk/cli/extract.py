@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except interrupts.Interrupted as stop:
         print(f"{stop.args[0]}: stopped; rerun the same command to continue", file=sys.stderr)
         return stop.exit_code
-    save_config(config, Path(config.out_path) / f"{config.out_name}.extract.yaml")
+    save_config(config, Path(config.output.out_path) / f"{config.output.out_name}.extract.yaml")
     for part, path in report.outputs.items():
         print(
             f"{part}: {path}: {report.speakers[part]} speakers, {report.utterances[part]} utterances"

@@ -7,13 +7,92 @@ Their own module: the packing pipeline (``e2espk.data.packing``) and its writing
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
-from e2espk.config import option
+from e2espk.config import from_flat, option, part
 from e2espk.data.corpus import COMPRESSIONS, PTM_KIND
-from e2espk.data.splits import SPLITTERS
-from e2espk.errors import ConfigError
+from e2espk.data.splits import SPLITTERS, filter_min_recordings
+from e2espk.errors import ConfigError, InputDataError
 
 DEFAULT_FRAME_RATES = {PTM_KIND: 50.0}  # every other stream: 100 Hz (10 ms hop)
+
+
+@dataclasses.dataclass
+class OutputOptions:
+    """Where a corpus is written and how: the options packing and extraction share.
+
+    ``data_prep.py`` (packing) and ``data_prep.py extract`` hold this part, so both split,
+    name, refuse to overwrite and lay out their files in this one place.
+    """
+
+    min_recordings: int = option(1, help="drop speakers with fewer utterances than this")
+    split_by: str = option(
+        "none",
+        choices=SPLITTERS.names(),
+        help="write a train and a valid file split by held-out speakers or utterances",
+    )
+    valid_size: float = option(
+        0.1,
+        help="held-out share: a fraction (<1) or a count (>=1) of speakers, or of each speaker's utterances",
+    )
+    seed: int = option(0, help="seed of the split")
+    out_path: str = option(".", help="output directory")
+    out_name: str = option(
+        "corpus", help="output file stem: NAME.hdf, or NAME_train.hdf and NAME_valid.hdf"
+    )
+    compression: str = option("none", choices=list(COMPRESSIONS), help="HDF5 compression filter")
+    compression_level: int = option(4, help="gzip level 1-9")
+    chunk_seconds: float = option(
+        0.5,
+        help="seconds of frames per HDF5 chunk (random crops read about this granularity); 0: contiguous datasets, uncompressed only (faster crops, no edge padding)",
+    )
+    overwrite: bool = option(False, help="replace existing output files")
+
+    def check_layout(self) -> None:
+        """Chunking and compression must fit together before any input is read."""
+        if self.chunk_seconds < 0:
+            raise ConfigError(
+                f"--chunk-seconds must be >= 0 (0: contiguous), got {self.chunk_seconds}"
+            )
+        if self.chunk_seconds == 0 and self.compression != "none":
+            raise ConfigError(
+                f"--chunk-seconds 0 (contiguous datasets) cannot be compressed; HDF5 compresses "
+                f"chunks only: use --compression none, or a chunk size with --compression {self.compression}"
+            )
+
+    def chunk_frames(self, frame_rate: float | None) -> int:
+        """Frames per HDF5 chunk of a stream at ``frame_rate`` (0: contiguous, and for a pooled
+        stream without a time axis, ``frame_rate`` None)."""
+        if frame_rate is None or self.chunk_seconds == 0:
+            return 0
+        return max(1, round(self.chunk_seconds * frame_rate))
+
+    def assign(self, speakers: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str], int]:
+        """``(speakers, parts, dropped)``: utterance -> speaker after --min-recordings,
+        utterance -> output part ("all", or "train"/"valid"), and how many were dropped."""
+        kept, dropped = filter_min_recordings(dict(speakers), self.min_recordings)
+        if not kept:
+            raise InputDataError(
+                "inputs", f"no speaker has --min-recordings {self.min_recordings} utterances"
+            )
+        return kept, SPLITTERS.get(self.split_by)(kept, self.valid_size, self.seed), dropped
+
+    def output_files(self, parts: Iterable[str]) -> dict[str, Path]:
+        """Part -> output file; an existing file is refused unless --overwrite."""
+        names = {
+            part: Path(self.out_path)
+            / (f"{self.out_name}.hdf" if part == "all" else f"{self.out_name}_{part}.hdf")
+            for part in sorted(set(parts))
+        }
+        for path in names.values():
+            if path.exists() and not self.overwrite:
+                raise InputDataError(path, "output exists; pass --overwrite to replace it")
+        return names
+
+    def report_path(self) -> Path:
+        return Path(self.out_path) / f"{self.out_name}.report.json"
 
 
 @dataclasses.dataclass
@@ -84,29 +163,16 @@ class PackConfig:
         False,
         help="skip (and report) utterances with NaN/Inf, empty or inconsistent features instead of failing",
     )
-    min_recordings: int = option(1, help="drop speakers with fewer utterances than this")
-    split_by: str = option(
-        "none",
-        choices=SPLITTERS.names(),
-        help="write a train and a valid file split by held-out speakers or utterances",
+    output: OutputOptions = part(
+        OutputOptions, "where the corpus is written: train/valid split, files, HDF5 layout"
     )
-    valid_size: float = option(
-        0.1,
-        help="held-out share: a fraction (<1) or a count (>=1) of speakers, or of each speaker's utterances",
-    )
-    seed: int = option(0, help="seed of the split")
-    out_path: str = option(".", help="output directory")
-    out_name: str = option(
-        "corpus", help="output file stem: NAME.hdf, or NAME_train.hdf and NAME_valid.hdf"
-    )
-    compression: str = option("none", choices=list(COMPRESSIONS), help="HDF5 compression filter")
-    compression_level: int = option(4, help="gzip level 1-9")
-    chunk_seconds: float = option(
-        0.5,
-        help="seconds of frames per HDF5 chunk (random crops read about this granularity); 0: contiguous datasets, uncompressed only (faster crops, no edge padding)",
-    )
-    overwrite: bool = option(False, help="replace existing output files")
     progress: bool = option(True, help="show a progress bar")
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> PackConfig:
+        """A PackConfig from flat ``option: value`` pairs (flag names, config-file keys), the
+        output options included; options left out keep their defaults."""
+        return from_flat(cls, values)
 
     def stream_sources(self) -> dict[str, list[str]]:
         """Stream name -> source specs, from every flag that names sources."""

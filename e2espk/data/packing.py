@@ -27,7 +27,6 @@ from e2espk.data.sources import (
     read_speaker_map,
     speaker_map_of_kaldi_dir,
 )
-from e2espk.data.splits import SPLITTERS, filter_min_recordings
 from e2espk.errors import ConfigError, InputDataError, preview
 from e2espk.fileio import made_dir, write_json_atomic
 
@@ -159,11 +158,6 @@ def stream_specs(
         is_ptm = name == PTM_KIND
         pooled = is_ptm and array.ndim == 2
         rate = None if pooled else rates.get(name, 100.0)
-        chunk = (
-            0
-            if rate is None or config.chunk_seconds == 0
-            else max(1, round(config.chunk_seconds * rate))
-        )
         specs.append(
             StreamSpec(
                 name=name,
@@ -175,50 +169,22 @@ def stream_specs(
                 if is_ptm and layers
                 else (tuple(range(array.shape[-2])) if is_ptm else None),
                 model=config.ptm_model if is_ptm else None,
-                chunk_frames=chunk,
+                chunk_frames=config.output.chunk_frames(rate),
             )
         )
     return specs
 
 
-def check_layout_options(config: PackConfig) -> None:
-    """Chunking and compression must fit together before any input is read."""
-    if config.chunk_seconds < 0:
-        raise ConfigError(
-            f"--chunk-seconds must be >= 0 (0: contiguous), got {config.chunk_seconds}"
-        )
-    if config.chunk_seconds == 0 and config.compression != "none":
-        raise ConfigError(
-            f"--chunk-seconds 0 (contiguous datasets) cannot be compressed; HDF5 compresses "
-            f"chunks only: use --compression none, or a chunk size with --compression {config.compression}"
-        )
-
-
 def pack_corpus(config: PackConfig) -> PackReport:
     """Run the whole packing pipeline and return its report (also saved as JSON)."""
-    check_layout_options(config)
+    config.output.check_layout()
     layers = parse_layers(config.ptm_layers)
     streams = open_streams(config)
     utterances, n_incomplete = join_streams(streams, config.drop_incomplete)
     if not utterances:
         raise InputDataError("inputs", "no utterance is present in every stream")
-    speakers = speaker_map(config, utterances)
-    speakers, n_dropped = filter_min_recordings(speakers, config.min_recordings)
-    if not speakers:
-        raise InputDataError(
-            "inputs", f"no speaker has --min-recordings {config.min_recordings} utterances"
-        )
-    assignment = SPLITTERS.get(config.split_by)(speakers, config.valid_size, config.seed)
-    parts = sorted(set(assignment.values()))
-    out_dir = Path(config.out_path)
-    names = {
-        part: out_dir
-        / (f"{config.out_name}.hdf" if part == "all" else f"{config.out_name}_{part}.hdf")
-        for part in parts
-    }
-    for path in names.values():
-        if path.exists() and not config.overwrite:
-            raise InputDataError(path, "output exists; pass --overwrite to replace it")
+    speakers, assignment, n_dropped = config.output.assign(speaker_map(config, utterances))
+    names = config.output.output_files(assignment.values())
 
     ordered = sorted(speakers, key=lambda utt: (speakers[utt], utt))
     reader = validation.UtteranceReader(streams, config.ptm_layout, layers)
@@ -233,9 +199,9 @@ def pack_corpus(config: PackConfig) -> PackReport:
         dropped_min_recordings=n_dropped,
         streams={s.name: s.to_json() for s in specs},
     )
-    with made_dir(out_dir):
+    with made_dir(config.output.out_path):
         write_parts(
             config, names, specs, ordered, first, reader, checker, speakers, assignment, report
         )
-        write_json_atomic(out_dir / f"{config.out_name}.report.json", dataclasses.asdict(report))
+        write_json_atomic(config.output.report_path(), dataclasses.asdict(report))
     return report

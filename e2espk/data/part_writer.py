@@ -34,9 +34,9 @@ def write_parts(
                 writers[part] = CorpusWriter(
                     path,
                     specs,
-                    compression=config.compression,
-                    compression_level=config.compression_level,
-                    overwrite=config.overwrite,
+                    compression=config.output.compression,
+                    compression_level=config.output.compression_level,
+                    overwrite=config.output.overwrite,
                 )
             for utterance in interrupts.checked(bar):
                 arrays = first if utterance == ordered[0] else reader.load(utterance)

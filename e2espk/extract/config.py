@@ -1,24 +1,20 @@
 """ExtractConfig: the options of ``data_prep.py extract`` (the field help is the documentation).
 
-The output options (split, compression, chunking, ``--skip-bad``, ...) mean what they mean in
-packing; :meth:`ExtractConfig.pack_config` hands them to packing's own checks and splitters.
+The output options (split, file names, compression, chunking) are packing's own part,
+:class:`e2espk.data.pack_config.OutputOptions`: the same flags, checks and splitters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
-from e2espk.config import option, part
-from e2espk.data.corpus import COMPRESSIONS, PTM_KIND
-from e2espk.data.pack_config import PackConfig
-from e2espk.data.splits import SPLITTERS
+from e2espk.config import from_flat, option, part
+from e2espk.data.corpus import PTM_KIND
+from e2espk.data.pack_config import OutputOptions
 from e2espk.errors import ConfigError
 from e2espk.extract.handcrafted import HANDCRAFTED
-
-OUTPUT_FIELDS = (
-    "min_recordings", "split_by", "valid_size", "seed", "out_path", "out_name", "compression",
-    "compression_level", "chunk_seconds", "overwrite", "skip_bad", "progress", "ptm_dtype",
-)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -139,30 +135,13 @@ class ExtractConfig:
     device: str = option(
         "auto", help="torch device of the PTM: auto (cuda if present), cpu, cuda:N"
     )
-    # output: as in packing
-    min_recordings: int = option(1, help="drop speakers with fewer utterances than this")
-    split_by: str = option(
-        "none",
-        choices=SPLITTERS.names(),
-        help="write a train and a valid file split by held-out speakers or utterances",
+    output: OutputOptions = part(
+        OutputOptions, "where the corpus is written, as in packing: split, files, HDF5 layout"
     )
-    valid_size: float = option(
-        0.1,
-        help="held-out share: a fraction (<1) or a count (>=1) of speakers, or of each speaker's utterances",
-    )
-    seed: int = option(0, help="seed of the split")
-    out_path: str = option(".", help="output directory")
-    out_name: str = option(
-        "corpus", help="output file stem: NAME.hdf, or NAME_train.hdf and NAME_valid.hdf"
-    )
-    compression: str = option("none", choices=list(COMPRESSIONS), help="HDF5 compression filter")
-    compression_level: int = option(4, help="gzip level 1-9")
-    chunk_seconds: float = option(0.5, help="seconds of frames per HDF5 chunk; 0: contiguous")
     skip_bad: bool = option(
         False,
         help="skip undecodable or too short utterances (listed in the report) instead of failing",
     )
-    overwrite: bool = option(False, help="replace existing output files")
     restart: bool = option(
         False, help="discard the partial files of an interrupted run instead of continuing it"
     )
@@ -171,6 +150,12 @@ class ExtractConfig:
         SlurmArrayOptions,
         "scale-out: shards as a Slurm job array, joined into the same corpus as a serial run",
     )
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> ExtractConfig:
+        """An ExtractConfig from flat ``option: value`` pairs (flag names, config-file keys),
+        the output and Slurm options included; options left out keep their defaults."""
+        return from_flat(cls, values)
 
     def __post_init__(self) -> None:
         for name in self.streams:
@@ -196,10 +181,7 @@ class ExtractConfig:
                 "--ptm-batch-seconds must be >= 0, --bucket-window >= 1 and --workers >= 0"
             )
         self.slurm.check()
-
-    def pack_config(self) -> PackConfig:
-        """The output options as packing's config, for packing's checks."""
-        return PackConfig(**{name: getattr(self, name) for name in OUTPUT_FIELDS})
+        self.output.check_layout()
 
     def handcrafted(self) -> list[str]:
         return [name for name in self.streams if name != PTM_KIND]

@@ -103,11 +103,11 @@ def join_shards(config: ExtractConfig, plan: Plan, shards: list[Shard], plan_id:
     report = new_report(plan, specs)
     writers: dict[str, CorpusWriter] = {}
     try:
-        with made_dir(config.out_path):
+        with made_dir(config.output.out_path):
             for part, path in plan.names.items():
                 writers[part] = CorpusWriter(
-                    path, specs, compression=config.compression,
-                    compression_level=config.compression_level, overwrite=config.overwrite,
+                    path, specs, compression=config.output.compression,
+                    compression_level=config.output.compression_level, overwrite=config.output.overwrite,
                 )  # fmt: skip
                 writers[part].attrs["extraction"] = opened[0].extraction
             bar = progress_bar(

@@ -28,10 +28,9 @@ from e2espk.config import config_to_dict
 from e2espk.data import validation
 from e2espk.data.corpus import HANDCRAFTED_KIND, PTM_KIND, StreamSpec
 from e2espk.data.pack_config import PackReport
-from e2espk.data.packing import check_layout_options, parse_layers
+from e2espk.data.packing import parse_layers
 from e2espk.data.part_writer import close_parts
 from e2espk.data.resumable_writer import ResumableCorpusWriter
-from e2espk.data.splits import SPLITTERS, filter_min_recordings
 from e2espk.errors import InputDataError
 from e2espk.extract.audio import SAMPLE_RATE, AudioItem
 from e2espk.extract.config import VOLATILE_FIELDS, ExtractConfig
@@ -109,9 +108,7 @@ class Extractor:
                     frame_rate_hz=rate,
                     layers=tuple(self.runner.layers) if name == PTM_KIND and self.runner else None,
                     model=self.runner.info.name if name == PTM_KIND and self.runner else None,
-                    chunk_frames=max(1, round(config.chunk_seconds * rate))
-                    if config.chunk_seconds
-                    else 0,
+                    chunk_frames=config.output.chunk_frames(rate),
                 )
             )
         return specs
@@ -170,14 +167,6 @@ def signature(config: ExtractConfig, items: dict[str, AudioItem], extractor: Ext
     }
 
 
-def output_names(config: ExtractConfig, parts: list[str]) -> dict[str, Path]:
-    out = Path(config.out_path)
-    return {
-        part: out / (f"{config.out_name}.hdf" if part == "all" else f"{config.out_name}_{part}.hdf")
-        for part in parts
-    }
-
-
 @dataclasses.dataclass
 class Plan:
     """What an extraction writes: utterances in writing order, their audio, speaker and part."""
@@ -193,19 +182,9 @@ class Plan:
 def plan_extraction(config: ExtractConfig) -> Plan:
     """Check the options, read the inputs and decide who goes where; no audio is decoded."""
     config.check()
-    check_layout_options(config.pack_config())
     items = audio_items(config)
-    speakers = speakers_of(config, sorted(items))
-    speakers, n_dropped = filter_min_recordings(speakers, config.min_recordings)
-    if not speakers:
-        raise InputDataError(
-            "inputs", f"no speaker has --min-recordings {config.min_recordings} utterances"
-        )
-    assignment = SPLITTERS.get(config.split_by)(speakers, config.valid_size, config.seed)
-    names = output_names(config, sorted(set(assignment.values())))
-    for path in names.values():
-        if path.exists() and not config.overwrite:
-            raise InputDataError(path, "output exists; pass --overwrite to replace it")
+    speakers, assignment, n_dropped = config.output.assign(speakers_of(config, sorted(items)))
+    names = config.output.output_files(assignment.values())
     ordered = sorted(speakers, key=lambda utt: (speakers[utt], utt))
     return Plan(items, speakers, assignment, names, ordered, n_dropped)
 
@@ -218,9 +197,7 @@ def new_report(plan: Plan, specs: list[StreamSpec]) -> PackReport:
 
 
 def write_report(config: ExtractConfig, report: PackReport) -> None:
-    write_json_atomic(
-        Path(config.out_path) / f"{config.out_name}.report.json", dataclasses.asdict(report)
-    )
+    write_json_atomic(config.output.report_path(), dataclasses.asdict(report))
 
 
 def extract_corpus(config: ExtractConfig) -> PackReport:
@@ -230,7 +207,7 @@ def extract_corpus(config: ExtractConfig) -> PackReport:
     specs = extractor.specs(config)
     report = new_report(plan, specs)
     sign = signature(config, plan.items, extractor)
-    with made_dir(config.out_path):
+    with made_dir(config.output.out_path):
         writers: dict[str, ResumableCorpusWriter] = {}
         try:
             for part, path in plan.names.items():
@@ -252,8 +229,8 @@ def open_writer(
 ) -> ResumableCorpusWriter:
     """A resumable writer of one output file (continues a partial one of the same signature)."""
     writer = ResumableCorpusWriter(
-        path, specs, signature=sign, restart=config.restart, compression=config.compression,
-        compression_level=config.compression_level, overwrite=config.overwrite,
+        path, specs, signature=sign, restart=config.restart, compression=config.output.compression,
+        compression_level=config.output.compression_level, overwrite=config.output.overwrite,
     )  # fmt: skip
     writer.attrs["extraction"] = json.dumps(extractor.provenance())
     return writer

@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 import submitit
 
-from e2espk.config import config_to_dict
+from e2espk.config import config_to_dict, replace_flat
 from e2espk.errors import ConfigError
 from e2espk.extract.audio import AudioItem
 from e2espk.extract.config import VOLATILE_FIELDS, ExtractConfig
@@ -91,7 +91,7 @@ def plan_id(config: ExtractConfig, plan: Plan, shards: list[Shard]) -> str:
 
 def work_dir(config: ExtractConfig) -> Path:
     """Where the shard files and the task logs of ``--slurm-array`` live."""
-    return Path(config.out_path) / f"{config.out_name}.shards"
+    return Path(config.output.out_path) / f"{config.output.out_name}.shards"
 
 
 def shard_path(work: Path, index: int) -> Path:
@@ -155,7 +155,7 @@ def extract_shard(config: ExtractConfig, job: ShardJob) -> dict[str, Any]:
     done = shard_record(job.path)
     if done is not None and {k: done.get(k) for k in job.identity()} == job.identity():
         return done  # finished before a requeue or a lost result
-    config = dataclasses.replace(config, restart=False, overwrite=True, progress=False)
+    config = replace_flat(config, {"restart": False, "overwrite": True, "progress": False})
     extractor = Extractor(config)
     specs = extractor.specs(config)
     sign = {**signature(config, job.items, extractor), SHARD_ATTR: job.identity()}

@@ -65,14 +65,16 @@ def test_corpus(
         return corpus
     if not config.test_data:
         raise ConfigError("give --test-hdf-file or --test-data")
-    pack = PackConfig(
-        stream=needed_test_streams(config.test_data, layout, side_streams),
-        utt2spk=[config.test_utt2spk] if config.test_utt2spk else [],
-        out_path=str(out),
-        out_name="test_data",
-        overwrite=True,
-        progress=config.progress,
-        unknown_speakers=config.test_utt2spk is None,
+    pack = PackConfig.from_flat(
+        dict(
+            stream=needed_test_streams(config.test_data, layout, side_streams),
+            utt2spk=[config.test_utt2spk] if config.test_utt2spk else [],
+            out_path=str(out),
+            out_name="test_data",
+            overwrite=True,
+            progress=config.progress,
+            unknown_speakers=config.test_utt2spk is None,
+        )
     )
     packed, record = out / "test_data.hdf", out / "test_data.inputs.json"
     signature = json.loads(json.dumps(input_signature(pack)))  # as it reads back from JSON
