@@ -141,6 +141,23 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_weights(
 
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_cluster")
+def test_failed_job_ends_slurm_wait_with_the_task_and_its_log(
+    demo_hdf: dict[str, Path], tmp_path: Path, capsys: Any
+) -> None:
+    run_dir = tmp_path / "run"
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")  # exists (checked at submission), fails in the job
+    assert train_main(train_args(demo_hdf, run_dir, "--init-from", str(bad), "--slurm-wait")) == 1
+    printed = capsys.readouterr()
+    job = submitted_job(printed.out, run_dir)
+    error = printed.err.strip().splitlines()[-1]
+    started = rf"error: Slurm job {job.job_id} failed( \(FAILED\))?: task 0 \(rank 0\) failed: "
+    assert re.match(started, error), error
+    assert str(bad) in error and f"its log: {job.job.task(0).paths.stderr}" in error
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
 def test_search_trial_of_two_ranks_on_slurm(demo_hdf: dict[str, Path], tmp_path: Path) -> None:
     from e2espk.cli.hp_search import main_parallel
     from tests.test_search import search_args
@@ -193,6 +210,9 @@ def test_train_py_refuses_bad_slurm_runs_before_submitting(
     assert "--batch-size 4 is the global batch; with 3 ranks" in capsys.readouterr().err
     assert train_main(train_args(demo_hdf, run_dir, "--slurm-time", "soon")) == 2
     assert "--slurm-time 'soon': use Slurm's formats" in capsys.readouterr().err
+    missing = train_args(demo_hdf, run_dir, "--valid-trials", str(tmp_path / "none.txt"))
+    assert train_main(missing) == 2
+    assert f"{tmp_path / 'none.txt'}: --valid-trials: no such file" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert train_main(train_args(demo_hdf, run_dir)) == 2
     assert "not under torchrun" in capsys.readouterr().err
@@ -256,7 +276,7 @@ def test_a_failed_job_names_the_rank_that_failed_and_its_log(tmp_path: Path) -> 
     ]  # fmt: skip
     message = failure_message("77", "FAILED", ends)
     assert message.startswith(
-        "Slurm job 77 FAILED: task 1 (rank 1) failed: RuntimeError: injected failure on rank 1 "
+        "Slurm job 77 failed (FAILED): task 1 (rank 1) failed: RuntimeError: injected failure on rank 1 "
         f"at step 5; its log: {tmp_path / '77' / '77_1_log.err'}; task(s) 0, 2 stopped with it"
     ), message
     assert issubclass(JobFailedError, Exception)

@@ -15,17 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from e2espk import interrupts
-from e2espk.cluster.tasks import JobFailedError, MultiTaskJob
-
-ACTIVE_STATES = (
-    "PENDING",
-    "CONFIGURING",
-    "RUNNING",
-    "COMPLETING",
-    "REQUEUED",
-    "SUSPENDED",
-    "RESIZING",
-)
+from e2espk.cluster.tasks import ACTIVE_STATES, JobFailedError, MultiTaskJob
 
 
 @dataclasses.dataclass
@@ -84,7 +74,7 @@ def follow(
                 last = state
             for line in tail.new_lines():
                 say(line)
-            finished = state.split()[0] not in ACTIVE_STATES and state != "UNKNOWN"
+            finished = state.split()[0] not in ACTIVE_STATES
             if job.done() or finished:
                 break
             interrupts.check()

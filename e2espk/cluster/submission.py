@@ -20,8 +20,9 @@ from e2espk.cluster.tasks import MultiTaskJob
 from e2espk.cluster.training_job import TrainingJob
 from e2espk.config import config_to_dict, option
 from e2espk.distributed.sharding import check_divisible
-from e2espk.errors import ConfigError
+from e2espk.errors import ConfigError, InputDataError
 from e2espk.training.config import TrainConfig
+from e2espk.training.run_setup import check_run_dir
 
 # Slurm's --time formats: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
 SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -136,8 +137,20 @@ def job_options(config: TrainConfig, cluster: ClusterOptions) -> dict[str, Any]:
     return options
 
 
+def check_inputs(config: TrainConfig) -> None:
+    """What fails a job at its start, refused before it waits in the queue: a missing corpus
+    or trial list, a run directory that holds another run."""
+    for flag, path in (("--train-hdf-file", config.train_hdf_file),
+                       ("--valid-hdf-file", config.valid_hdf_file),
+                       ("--valid-trials", config.valid_trials), ("--init-from", config.init_from)):  # fmt: skip
+        if path and not Path(path).is_file():
+            raise InputDataError(path, f"{flag}: no such file")
+    check_run_dir(config)
+
+
 def submit_training(config: TrainConfig, slurm: SlurmSubmitOptions) -> MultiTaskJob:
     """Submit the run as one job of ``nodes × tasks_per_node`` ranks; returns it at once."""
+    check_inputs(config)
     run_dir = Path(config.checkpoint_path).absolute()
     cluster = slurm.cluster_options(run_dir.name)
     if (

@@ -14,6 +14,9 @@ from typing import Any
 
 from submitit.core.utils import FailedJobError, pickle_load
 
+# sacct's states of a job that has not ended (a requeued one is pending again)
+ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED",
+                 "RESIZING", "UNKNOWN")  # fmt: skip
 # Words of the errors a rank gets when *another* rank went away: collateral, not the cause.
 COLLATERAL = (
     "Connection closed by peer",
@@ -70,7 +73,8 @@ def failure_message(job_id: str, state: str, ends: list[TaskEnd]) -> str:
         parts.append(
             f"task(s) {', '.join(map(str, others))} stopped with it (a rank that fails ends the job)"
         )
-    return f"Slurm job {job_id} {state or 'failed'}: " + "; ".join(parts)
+    ended = state and state.split()[0] not in ACTIVE_STATES  # sacct may not know the end yet
+    return f"Slurm job {job_id} failed{f' ({state})' if ended else ''}: " + "; ".join(parts)
 
 
 class JobFailedError(FailedJobError):
