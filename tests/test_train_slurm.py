@@ -4,9 +4,12 @@ The tests marked ``slurm`` submit real jobs of 2 tasks (2 gloo ranks on the loca
 CPUs) through ``train.py`` itself: one runs to its end and its ``final.pt`` is scored by
 eval.py; one is preempted after its first checkpoint (submitit's signal path: SIGTERM, then
 USR2 -> ``TrainingJob.checkpoint`` + requeue) and must end with the weights of the
-uninterrupted run, bit for bit (same ranks, CPU: the resume contract of trainer.py). About
-20 s per job on the 2-core VM, 10 s more for the requeue (cred_expire).
-The others test the flags, the time formats and the failure reports without a cluster.
+uninterrupted run, bit for bit (same ranks, CPU: the resume contract of trainer.py); one loses
+rank 1 to kill -9 and must fail at once naming it; one fails in every rank (--slurm-wait's exit
+status and report); and a search runs a trial of 2 ranks. About 10-20 s per job on the 2-core
+VM, 10-30 s more for the requeue (cred_expire and Slurm's requeue delay).
+The others test the flags, the time formats and the failure reports without a cluster, and a
+2-rank search trial as local processes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -156,20 +161,74 @@ def test_failed_job_ends_slurm_wait_with_the_task_and_its_log(
     assert str(bad) in error and f"its log: {job.job.task(0).paths.stderr}" in error
 
 
+def task_pid(job_id: str, task: int) -> int | None:
+    """The pid of a job's task on this node (its environment names the job and the task)."""
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            variables = dict(
+                item.split("=", 1) for item in environ.read_text().split("\0") if "=" in item
+            )
+        except OSError:
+            continue
+        if (
+            variables.get("SLURM_JOB_ID") == job_id
+            and variables.get("SLURM_PROCID") == str(task)
+            and variables.get("SUBMITIT_EXECUTOR") == "slurm"
+        ):
+            return int(environ.parent.name)
+    return None
+
+
 @pytest.mark.slurm
 @pytest.mark.usefixtures("slurm_cluster")
-def test_search_trial_of_two_ranks_on_slurm(demo_hdf: dict[str, Path], tmp_path: Path) -> None:
+def test_kill_9_of_a_rank_ends_the_job_naming_it(
+    demo_hdf: dict[str, Path], tmp_path: Path, capsys: Any
+) -> None:
+    run_dir = tmp_path / "run"
+    assert train_main(train_args(demo_hdf, run_dir, "--epochs", "30")) == 0
+    job = submitted_job(capsys.readouterr().out, run_dir)
+    deadline = time.time() + 120
+    while not (run_dir / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    pid = task_pid(job.job_id, 1)
+    assert pid is not None, "rank 1 runs on this node"
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    with pytest.raises(JobFailedError) as failed:
+        job.result()
+    # srun ends the job at once (--kill-on-bad-exit); the rest is sacct catching up
+    print(f"kill -9 of rank 1 -> job failure reported: {time.time() - killed_at:.1f} s")
+    assert time.time() - killed_at < 60
+    assert "task 1 (rank 1) failed: srun: Killed" in str(failed.value), failed.value
+    assert "task(s) 0 stopped with it" in str(failed.value)
+
+
+def search_of_one_two_rank_trial(demo: dict[str, Path], search_dir: Path, cluster: str) -> str:
+    """A search of one trial of 2 CPU ranks; returns the trial's train.log."""
     from e2espk.cli.hp_search import main_parallel
     from tests.test_search import search_args
 
-    search_dir = tmp_path / "s"
-    args = search_args(demo_hdf, search_dir, 1, "--search-params", "lr", "--tasks-per-trial",
-                       "2", "--hp-workers", "1", "--poll-seconds", "0.5", "--timeout-min", "5",
-                       "--batch-size", "4", "--utts-per-speaker", "2")  # fmt: skip
+    args = search_args(demo, search_dir, 1, "--search-params", "lr", "--tasks-per-trial", "2",
+                       "--cluster", cluster, "--hp-workers", "1", "--poll-seconds", "0.5",
+                       "--timeout-min", "5", "--batch-size", "4", "--utts-per-speaker", "2")  # fmt: skip
     assert main_parallel(args) == 0
     record = json.loads((search_dir / "trials.jsonl").read_text().splitlines()[0])
     assert record["status"] == "ok", record
-    log = (search_dir / "trials" / "trial_000" / "train.log").read_text()
+    return (search_dir / "trials" / "trial_000" / "train.log").read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_search_trial_of_two_ranks_on_slurm(demo_hdf: dict[str, Path], tmp_path: Path) -> None:
+    log = search_of_one_two_rank_trial(demo_hdf, tmp_path / "s", "slurm")
+    assert "2 ranks (gloo): global batch 4, 2 per rank" in log
+
+
+@pytest.mark.slow
+def test_search_trial_of_two_ranks_as_local_processes(
+    demo_hdf: dict[str, Path], tmp_path: Path
+) -> None:
+    log = search_of_one_two_rank_trial(demo_hdf, tmp_path / "s", "local")
     assert "2 ranks (gloo): global batch 4, 2 per rank" in log
 
 
@@ -280,3 +339,14 @@ def test_a_failed_job_names_the_rank_that_failed_and_its_log(tmp_path: Path) -> 
         f"at step 5; its log: {tmp_path / '77' / '77_1_log.err'}; task(s) 0, 2 stopped with it"
     ), message
     assert issubclass(JobFailedError, Exception)
+
+    killed = submitit.SlurmJob(tmp_path / "%j", "78", tasks=(0, 1))
+    batch_log = JobPaths(tmp_path / "%j", "78", 0).stderr
+    batch_log.parent.mkdir(parents=True)
+    batch_log.write_text(
+        "srun: error: vm: task 1: Killed\nsrun: launch/slurm: _step_signal: Terminating "
+        "StepId=78.0\nsrun: error: vm: task 0: Killed\n"
+    )
+    message = failure_message("78", "FAILED", task_ends(killed))
+    assert "task 1 (rank 1) failed: srun: Killed" in message
+    assert "task(s) 0 stopped with it" in message
