@@ -31,8 +31,9 @@ PARALLEL_DOC = """``hp_search_slurm.py``: the hyperparameter search with trials 
 The same nevergrad search as hp_search.py, with --hp-workers trials at a time, each a submitit
 job on a Slurm cluster (--cluster slurm, the default; resources per job below) or a process on
 this machine (--cluster local). Before the first job, --partition and --gpus-per-node are
-checked against `sinfo`. No cluster at hand: try it on the project's single-node one with
-`bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones you give are fixed for
+checked against `sinfo`. --gpus-per-trial (or --tasks-per-trial on CPUs) makes each trial
+one distributed job of that many ranks. No cluster at hand: try it on the project's
+single-node one with `bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones you give are fixed for
 all trials and leave the space.
 """
 

@@ -114,15 +114,18 @@ def sbatch_extra(items: list[str]) -> dict[str, Any]:
     return extra
 
 
-def python_path_line() -> str:
-    """The job script's line that makes the job import the e2espk this process runs.
+def python_path_setup() -> list[str]:
+    """The job script's line that makes the job import the e2espk this process runs (none
+    for an installed e2espk, which the job's Python finds by itself).
 
     A job starts in the submitting directory and imports e2espk from there or from the
     installed package; a command run as ``python /path/to/checkout/train.py`` from elsewhere
     would then train with other code than it was submitted with.
     """
-    root = shlex.quote(str(Path(e2espk.__file__).resolve().parent.parent))
-    return f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"
+    root = Path(e2espk.__file__).resolve().parent.parent
+    if root.name in ("site-packages", "dist-packages"):
+        return []
+    return [f"export PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
 
 def submitit_executor(folder: Path, options: ClusterOptions) -> Any:
@@ -163,7 +166,7 @@ def submitit_executor(folder: Path, options: ClusterOptions) -> Any:
             params["slurm_additional_parameters"] = extra
         if options.ranks > 1:
             params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
-        params["slurm_setup"] = [python_path_line()]
+        params["slurm_setup"] = python_path_setup()
     executor.update_parameters(**params)
     submitter: Any = SlurmSubmitter(executor, options.flags) if slurm else executor
     return RankedSubmitter(submitter) if options.ranks > 1 else submitter
