@@ -33,6 +33,7 @@ from e2espk.cli.eval import main as eval_main
 from e2espk.cli.hp_search import ParallelOptions, trial_ranks
 from e2espk.cli.train import main as train_main
 from e2espk.cluster.executors import ClusterOptions
+from e2espk.cluster.ranks import RUN_STARTS
 from e2espk.cluster.slurm_checks import TRAIN_FLAGS, check_resources, parse_sinfo
 from e2espk.cluster.submission import SlurmSubmitOptions, slurm_time_minutes
 from e2espk.cluster.tasks import JobFailedError, MultiTaskJob, failure_message, task_ends
@@ -343,7 +344,8 @@ def test_a_failed_job_names_the_rank_that_failed_and_its_log(tmp_path: Path) -> 
     killed = submitit.SlurmJob(tmp_path / "%j", "78", tasks=(0, 1))
     batch_log = JobPaths(tmp_path / "%j", "78", 0).stderr
     batch_log.parent.mkdir(parents=True)
-    batch_log.write_text(
+    batch_log.write_text(  # the first run was requeued; the second lost task 1
+        f"srun: error: vm: task 0: Exited with exit code 255\n{RUN_STARTS} (restart 1)\n"
         "srun: error: vm: task 1: Killed\nsrun: launch/slurm: _step_signal: Terminating "
         "StepId=78.0\nsrun: error: vm: task 0: Killed\n"
     )

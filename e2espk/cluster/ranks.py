@@ -11,12 +11,12 @@ then joins the group exactly as under torchrun: one code path for both launchers
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
+import sys
 
 import submitit
 
-LOG = logging.getLogger(__name__)
+RUN_STARTS = "e2espk: a run of this job starts"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +47,10 @@ def join_job_ranks() -> JobRank:
         submitit.helpers.TorchDistributedEnvironment().export(
             set_cuda_visible_devices=False, overwrite=True
         )
-    LOG.info(
-        "job %s task %d of %d on %s (restart %d)",
-        env.job_id, env.global_rank, env.num_tasks, env.hostname, restarts,
-    )  # fmt: skip
+    # in the task's stderr log, which for task 0 is also where srun reports tasks that died:
+    # what srun says after this line is about this run, not an earlier one of a requeued job
+    print(f"{RUN_STARTS} (job {env.job_id}, task {env.global_rank} of {env.num_tasks}, "
+          f"{env.hostname}, restart {restarts})", file=sys.stderr, flush=True)  # fmt: skip
     return JobRank(str(env.job_id), env.global_rank, env.num_tasks, restarts)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from submitit import SlurmJob
 from submitit.core.utils import FailedJobError, pickle_load
 
+from e2espk.cluster.ranks import RUN_STARTS
+
 POLL_SECONDS = 2.0  # between checks of a job whose end is waited for (one sacct call each)
 # sacct's states of a job that has not ended (a requeued one is pending again)
 ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED",
@@ -41,6 +43,7 @@ def first_srun_error(log: Path) -> tuple[set[int], str]:
     """The tasks srun reported first as ended badly, and how (``Killed``, ``Exited with exit
     code 1``): the first-hand failure; srun reports the tasks it then kills after it."""
     text = log.read_text(errors="replace") if log.exists() else ""
+    text = text[text.rfind(RUN_STARTS) + 1 :]  # the last run's (a requeued job appends)
     found = SRUN_TASK_ERROR.search(text)
     if not found:
         return set(), ""
