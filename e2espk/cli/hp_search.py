@@ -33,8 +33,8 @@ job on a Slurm cluster (--cluster slurm, the default; resources per job below) o
 this machine (--cluster local). Before the first job, --partition and --gpus-per-node are
 checked against `sinfo`. --gpus-per-trial (or --tasks-per-trial on CPUs) makes each trial
 one distributed job of that many ranks. No cluster at hand: try it on the project's
-single-node one with `bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones you give are fixed for
-all trials and leave the space.
+single-node one with `bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones
+you give are fixed for all trials and leave the space.
 """
 
 
