@@ -32,7 +32,8 @@ def test_e2espk_has_no_import_cycle_between_packages_or_modules() -> None:
 
 
 def test_the_layers_point_one_way() -> None:
-    """cli -> (search -> training) / pipelines -> inference -> models, losses, scoring, data."""
+    """cli -> (search -> cluster -> training) / pipelines -> inference -> models, losses,
+    scoring, data."""
     edges = import_graph.graph("packages")
     above = {
         "e2espk.inference": {"e2espk.training", "e2espk.pipelines", "e2espk.search", "e2espk.cli"},
@@ -50,8 +51,15 @@ def test_the_layers_point_one_way() -> None:
     above["e2espk.distributed"] = {
         "e2espk.models", "e2espk.losses", "e2espk.scoring", *above["e2espk.data"]
     }  # fmt: skip
+    # cluster jobs (submitit): above training, beside search, which uses it
+    for package in above:
+        above[package].add("e2espk.cluster")
+    above["e2espk.cluster"] = {"e2espk.search", "e2espk.cli"}
     for package, forbidden in above.items():
         assert not edges[package] & forbidden, package
+    assert (
+        "e2espk.cluster" in edges["e2espk.search"] and "e2espk.training" in edges["e2espk.cluster"]
+    )
 
 
 def test_the_script_fails_on_a_cycle(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

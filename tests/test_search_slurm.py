@@ -152,8 +152,8 @@ def test_killed_search_picks_up_running_jobs(demo_hdf: dict[str, Path], tmp_path
 def test_preempted_trial_is_requeued_and_resumes_its_training(
     demo_hdf: dict[str, Path], tmp_path: Path
 ) -> None:
+    from e2espk.cluster.executors import ClusterOptions, submitit_executor
     from e2espk.config import config_to_dict
-    from e2espk.search.executors import ClusterOptions, submitit_executor
     from e2espk.search.objective import TrialRunner
     from e2espk.training.config import TrainConfig
     from tests.conftest import TINY_TRAIN

@@ -14,9 +14,9 @@ import pytest
 import submitit
 
 from e2espk.cli.hp_search import main_parallel as hp_search_slurm
+from e2espk.cluster.executors import SlurmSubmitter
+from e2espk.cluster.slurm_checks import check_resources, gpu_count, parse_sinfo, sbatch_refusal
 from e2espk.errors import ConfigError
-from e2espk.search.executors import SlurmSubmitter
-from e2espk.search.slurm_checks import check_resources, gpu_count, parse_sinfo, sbatch_refusal
 from tests.slurm_support import slurm_cluster  # noqa: F401
 from tests.test_search import search_args
 

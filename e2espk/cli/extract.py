@@ -56,17 +56,17 @@ def slurm_executor(config: Any) -> Any:
     """The search's submitit executor (its checks against ``sinfo``, its sbatch errors), with
     the array's resources; task logs go to the work folder. Refused while tasks of an earlier
     run (this command killed) still run: two writers of one shard would corrupt it."""
+    from e2espk.cluster.executors import ClusterOptions, submitit_executor
+    from e2espk.cluster.slurm_checks import EXTRACT_FLAGS, active_jobs
     from e2espk.errors import ConfigError
     from e2espk.extract.array import recorded_jobs
     from e2espk.extract.shards import work_dir
-    from e2espk.search.executors import ClusterOptions, submitit_executor
-    from e2espk.search.slurm_checks import active_jobs
 
     slurm = config.slurm
     options = ClusterOptions(
         "slurm", slurm.partition, slurm.gpus_per_node, slurm.cpus_per_task, slurm.mem_gb,
         slurm.timeout_min, slurm.account, slurm.qos, list(slurm.sbatch), slurm.max_requeues,
-        job_name="e2espk-extract",
+        name="e2espk-extract", flags=EXTRACT_FLAGS,
     )  # fmt: skip
     executor = submitit_executor(work_dir(config) / "jobs", options)  # checks sinfo first
     running = active_jobs(recorded_jobs(work_dir(config)))

@@ -15,12 +15,13 @@ from typing import Any
 from tqdm import tqdm
 
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
+from e2espk.cluster.executors import ClusterOptions, submitit_executor
 from e2espk.config import build_parser, config_to_dict, option, parse_explicit, save_config
 from e2espk.errors import ConfigError
 from e2espk.search import report
 from e2espk.search.constraints import corpus_limits
 from e2espk.search.driver import SearchSetup, check_optimizer_name, run_search
-from e2espk.search.executors import ClusterOptions, InlineExecutor, submitit_executor
+from e2espk.search.executors import InlineExecutor
 from e2espk.search.space import build_space
 from e2espk.training.config import SCORE_METRIC_HELP, TrainConfig, check_score_metric
 
@@ -30,9 +31,10 @@ PARALLEL_DOC = """``hp_search_slurm.py``: the hyperparameter search with trials 
 The same nevergrad search as hp_search.py, with --hp-workers trials at a time, each a submitit
 job on a Slurm cluster (--cluster slurm, the default; resources per job below) or a process on
 this machine (--cluster local). Before the first job, --partition and --gpus-per-node are
-checked against `sinfo`. No cluster at hand: try it on the project's single-node one with
-`bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones you give are fixed for
-all trials and leave the space.
+checked against `sinfo`. --gpus-per-trial (or --tasks-per-trial on CPUs) makes each trial
+one distributed job of that many ranks. No cluster at hand: try it on the project's
+single-node one with `bash scripts/slurm_local.sh up`. Takes every train.py flag: the ones
+you give are fixed for all trials and leave the space.
 """
 
 
@@ -85,9 +87,22 @@ class ParallelOptions(SearchOptions):
         None, help="Slurm partition (default: the cluster's default; `sinfo` lists them)"
     )
     gpus_per_node: int = option(
-        0, help="GPUs per trial job (needs a partition with gpu GRES: `sinfo -o '%%P %%G'`)"
+        0,
+        help="GPUs of a trial job of one process (needs a partition with gpu GRES: "
+        "`sinfo -o '%%P %%G'`); --gpus-per-trial makes a trial a distributed run instead",
     )
-    cpus_per_task: int = option(1, help="CPUs per trial job")
+    gpus_per_trial: int | None = option(
+        None,
+        help="GPUs of each trial, one rank each (DDP, NCCL): a trial is one distributed job "
+        "of --nodes-per-trial nodes with gpus/nodes GPUs and ranks on each",
+    )
+    nodes_per_trial: int = option(1, help="nodes of each trial job (distributed trials)")
+    tasks_per_trial: int | None = option(
+        None,
+        help="ranks of each trial on CPUs (gloo; default 1, or --gpus-per-trial), spread "
+        "evenly over --nodes-per-trial",
+    )
+    cpus_per_task: int = option(1, help="CPUs per trial job (per rank of a distributed trial)")
     mem_gb: float | None = option(None, help="memory per trial job (GB)")
     timeout_min: int = option(
         60,
@@ -102,6 +117,36 @@ class ParallelOptions(SearchOptions):
         3, help="requeues of a timed-out/preempted trial before it counts as failed"
     )
     poll_seconds: float = option(2.0, help="seconds between job status checks")
+
+
+def trial_ranks(options: ParallelOptions) -> tuple[int, int, int]:
+    """(nodes, ranks per node, GPUs per node) of each trial job.
+
+    Raises:
+        ConfigError: GPUs or ranks that do not spread evenly over the nodes, or two ways of
+            giving GPUs at once.
+    """
+    nodes, gpus, tasks = options.nodes_per_trial, options.gpus_per_trial, options.tasks_per_trial
+    if nodes < 1:
+        raise ConfigError(f"--nodes-per-trial must be >= 1, got {nodes}")
+    if gpus is not None and options.gpus_per_node:
+        raise ConfigError(
+            "--gpus-per-node (one process) and --gpus-per-trial (one rank per GPU): give one"
+        )
+    if gpus is not None and tasks is not None and tasks != gpus:
+        raise ConfigError(
+            f"--tasks-per-trial {tasks} with --gpus-per-trial {gpus}: a distributed trial has "
+            "one rank per GPU (leave --tasks-per-trial out)"
+        )
+    ranks = gpus if gpus is not None else (tasks if tasks is not None else nodes)
+    if ranks < 1 or ranks % nodes:
+        flag = "--gpus-per-trial" if gpus is not None else "--tasks-per-trial"
+        raise ConfigError(
+            f"{flag} {ranks} over --nodes-per-trial {nodes}: give a positive multiple of the "
+            "nodes (the same number of ranks on each node)"
+        )
+    per_node = ranks // nodes
+    return nodes, per_node, per_node if gpus is not None else options.gpus_per_node
 
 
 def parse(
@@ -161,6 +206,7 @@ def setup_search(
     cluster: str,
     workers: int,
     poll: float,
+    ranks: int = 1,
 ) -> SearchSetup:
     base = config_to_dict(train_config)
     if options.threads_per_trial:
@@ -172,7 +218,9 @@ def setup_search(
         options.space_file,
         options.search_params or None,
         base,
-        corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file),
+        dataclasses.replace(
+            corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file), ranks=ranks
+        ),
         options.search_costly_backbones,
     )
     check_optimizer_name(options.search_optimizer)  # like the space, before the dir is made
@@ -193,6 +241,7 @@ def setup_search(
         poll_seconds=poll,
         progress=train_config.progress,
         seed=options.search_seed,
+        tasks_per_trial=ranks,
     )
 
 
@@ -211,17 +260,20 @@ def main_parallel(argv: Sequence[str] | None = None) -> int:
     options, train_config, explicit = parse(
         ParallelOptions, argv, "hp_search_slurm.py", PARALLEL_DOC
     )
+    nodes, tasks_per_node, gpus_per_node = trial_ranks(options)
     cluster = ClusterOptions(
-        options.cluster,
-        options.partition,
-        options.gpus_per_node,
-        options.cpus_per_task,
-        options.mem_gb,
-        options.timeout_min,
-        options.account,
-        options.qos,
-        list(options.sbatch),
-        options.max_requeues,
+        cluster=options.cluster,
+        partition=options.partition,
+        gpus_per_node=gpus_per_node,
+        cpus_per_task=options.cpus_per_task,
+        mem_gb=options.mem_gb,
+        timeout_min=options.timeout_min,
+        account=options.account,
+        qos=options.qos,
+        sbatch=list(options.sbatch),
+        max_requeues=options.max_requeues,
+        nodes=nodes,
+        tasks_per_node=tasks_per_node,
     )
     executor = submitit_executor(Path(options.search_dir) / "jobs", cluster)
     if options.threads_per_trial is None:
@@ -234,6 +286,7 @@ def main_parallel(argv: Sequence[str] | None = None) -> int:
         options.cluster,
         options.hp_workers,
         options.poll_seconds,
+        cluster.ranks,
     )
     state = run_search(setup, on_record=print_failure)
     return finish(setup, state.records, options.failure_penalty)

@@ -34,6 +34,7 @@ class CorpusLimits:
     speakers: int  # training speakers
     streams: frozenset[str]  # streams in both corpora
     ptm_pooled: bool
+    ranks: int = 1  # ranks of each trial (--gpus-per-trial, --tasks-per-trial)
 
 
 def corpus_limits(train_path: str, valid_path: str | None) -> CorpusLimits:
@@ -64,6 +65,18 @@ def speakers_per_batch(config: Mapping[str, Any], limits: CorpusLimits) -> str |
         f"--batch-size {batch} with --utts-per-speaker {per_speaker} takes {speakers} speakers "
         f"per batch; {limits.train_path} has {limits.speakers} (batch sizes from "
         f"{2 * per_speaker} to {per_speaker * limits.speakers} fit)"
+    )
+
+
+def batch_splits_over_ranks(config: Mapping[str, Any], limits: CorpusLimits) -> str | None:
+    """A trial of several ranks gives each the same number of whole speakers of a batch."""
+    batch, per_speaker = int(config["batch_size"]), int(config["utts_per_speaker"])
+    granularity = limits.ranks * per_speaker
+    if limits.ranks == 1 or per_speaker < 1 or batch % granularity == 0:
+        return None
+    return (
+        f"--batch-size {batch} does not split over {limits.ranks} ranks: it must be a multiple "
+        f"of {granularity} (ranks x --utts-per-speaker {per_speaker})"
     )
 
 
@@ -100,6 +113,7 @@ def attention_has_frames(config: Mapping[str, Any], limits: CorpusLimits) -> str
 
 RULES: tuple[tuple[tuple[str, ...], Check], ...] = (
     (("batch_size", "utts_per_speaker"), speakers_per_batch),
+    (("batch_size", "utts_per_speaker"), batch_splits_over_ranks),
     (("mode", "feature_mode"), streams_present),
     (("mode", "fusion"), attention_has_frames),
 )

@@ -112,6 +112,7 @@ class SearchSetup:
     failure_penalty: float
     executor: Any  # has submit(fn, *args)
     cluster: str  # inline | local | slurm (for re-attaching jobs)
+    tasks_per_trial: int = 1  # ranks of each trial job (for re-attaching jobs)
     poll_seconds: float = 2.0
     progress: bool = True
     seed: int = 0
@@ -308,7 +309,9 @@ def run_search(
     runner = TrialRunner()
     jobs: dict[int, Any] = {}
     for trial, pending in list(state.pending.items()):
-        job = reattach(setup.cluster, setup.search_dir / "jobs", pending.job_id)
+        job = reattach(
+            setup.cluster, setup.search_dir / "jobs", pending.job_id, setup.tasks_per_trial
+        )
         if job is None:  # cannot be followed: run it again (its training resumes from last.pt)
             job = setup.executor.submit(runner, pending.config, setup.objective)
             pending.job_id = str(job.job_id)

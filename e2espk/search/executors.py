@@ -1,14 +1,13 @@
 """Where trials run: in this process (serial search) or through submitit (local or Slurm).
 
 Any object with ``submit(fn, *args)`` returning a job with ``done()``, ``result()`` and
-``job_id`` works; the search driver does not know which it has.
+``job_id`` works; the search driver does not know which it has. The submitit executors and the
+resources of a trial job are ``e2espk.cluster.executors``'s, shared with train.py's
+``--slurm-*`` submission.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import io
 import os
 import traceback
 from collections.abc import Callable
@@ -16,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from submitit.core.utils import FailedJobError, FailedSubmissionError
 from submitit.local.local import LocalJob
 
 from e2espk import interrupts
-from e2espk.errors import ConfigError
-from e2espk.search.slurm_checks import check_cluster, sbatch_refusal
+from e2espk.cluster.tasks import MultiTaskJob
 
 
 class InlineJob:
@@ -59,98 +56,20 @@ class InlineExecutor:
             return InlineJob(job_id, error=error)
 
 
-@dataclasses.dataclass
-class ClusterOptions:
-    """Resources of each trial job (submitit parameters)."""
+def reattach(cluster: str, folder: Path, job_id: str, tasks: int = 1) -> Any | None:
+    """The job of an earlier search process, if it can still be followed; else None (resubmit).
 
-    cluster: str = "slurm"  # slurm | local
-    partition: str | None = None
-    gpus_per_node: int = 0
-    cpus_per_task: int = 1
-    mem_gb: float | None = None
-    timeout_min: int = 60
-    account: str | None = None
-    qos: str | None = None
-    sbatch: list[str] = dataclasses.field(default_factory=list)  # extra KEY=VALUE sbatch options
-    max_requeues: int = 3
-    job_name: str = "e2espk-trial"  # Slurm job name (squeue); "trial" in sbatch errors
-
-
-class SlurmSubmitter:
-    """submitit's Slurm executor whose sbatch failures are one-line ConfigErrors.
-
-    submitit raises ``FailedJobError`` with sbatch's stderr (and prints it) when sbatch refuses
-    a job; that is a problem of the options, not of a trial, so the search stops with its reason.
-    """
-
-    def __init__(self, executor: submitit.AutoExecutor, what: str = "trial job") -> None:
-        self.executor = executor
-        self.what = what
-
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return self._refusals_named(self.executor.submit, fn, *args, **kwargs)
-
-    def map_array(self, fn: Callable[..., Any], *iterables: Any) -> list[Any]:
-        """One Slurm job array, one task per element (submitit's ``map_array``)."""
-        return self._refusals_named(self.executor.map_array, fn, *iterables)
-
-    def _refusals_named(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        printed = io.StringIO()  # submitit prints sbatch's stderr before raising it
-        try:
-            with contextlib.redirect_stderr(printed):
-                return call(*args, **kwargs)
-        except (FailedJobError, FailedSubmissionError) as error:
-            raise sbatch_refusal(error, self.what) from None
-
-
-def submitit_executor(folder: Path, options: ClusterOptions) -> Any:
-    """A submitit executor for trial jobs; no sbatch script is written by hand. For Slurm, the
-    partition and GPUs asked for are checked against the cluster before any job is submitted."""
-    if options.cluster not in ("slurm", "local"):
-        raise ConfigError(f"--cluster {options.cluster!r}: use slurm or local")
-    if options.cluster == "slurm":
-        check_cluster(options.partition, options.gpus_per_node)
-    requeues = {"slurm_max_num_timeout": options.max_requeues} if options.cluster == "slurm" else {}
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster=options.cluster, **requeues)
-    extra: dict[str, Any] = {}
-    for item in options.sbatch:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--sbatch expects KEY=VALUE, got {item!r}")
-        extra[key.strip().lstrip("-").replace("-", "_")] = value
-    params: dict[str, Any] = {
-        "name": options.job_name,
-        "timeout_min": options.timeout_min,
-        "gpus_per_node": options.gpus_per_node,
-        "cpus_per_task": options.cpus_per_task,
-    }
-    if options.mem_gb:
-        params["mem_gb"] = options.mem_gb
-    if options.cluster == "slurm":
-        named: tuple[tuple[str, str | None], ...] = (
-            ("slurm_partition", options.partition),
-            ("slurm_account", options.account),
-            ("slurm_qos", options.qos),
-        )
-        for name, setting in named:
-            if setting:
-                params[name] = setting
-        if extra:
-            params["slurm_additional_parameters"] = extra
-    executor.update_parameters(**params)
-    if options.cluster != "slurm":
-        return executor
-    return SlurmSubmitter(executor, options.job_name.removeprefix("e2espk-") + " job")
-
-
-def reattach(cluster: str, folder: Path, job_id: str) -> Any | None:
-    """The job of an earlier search process, if it can still be followed; else None (resubmit)."""
+    A trial of several ranks is followed as one job (rank 0's result, a failed rank named)."""
+    job: Any = None
     if cluster == "slurm":
-        return submitit.SlurmJob(folder=folder / "%j", job_id=job_id)
-    if cluster == "local":
-        job = OrphanLocalJob(folder / "%j", job_id)
-        return job if job.alive() or job.paths.result_pickle.exists() else None
-    return None
+        job = submitit.SlurmJob(folder=folder / "%j", job_id=job_id, tasks=tuple(range(tasks)))
+    elif cluster == "local":
+        job = OrphanLocalJob(folder / "%j", job_id, tasks=tuple(range(tasks)))
+        if not (job.alive() or job.task(0).paths.result_pickle.exists()):
+            return None
+    if job is None:
+        return None
+    return MultiTaskJob(job) if tasks > 1 else job
 
 
 class OrphanLocalJob(LocalJob):

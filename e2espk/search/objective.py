@@ -7,7 +7,9 @@ the averaged model's single validation when it is the averaged one, the last epo
 ``TrialRunner`` is what executors run (in-process, as a local subprocess or as a Slurm job). It
 touches no global state of the search. It is a submitit ``Checkpointable``: when Slurm preempts
 the job or its time limit nears, submitit requeues it with the same arguments, and the training
-resumes from its last checkpoint (``resume=True``) instead of starting over.
+resumes from its last checkpoint (``resume=True``) instead of starting over. A trial job of
+several tasks (``--gpus-per-trial``, ``--tasks-per-trial``) is one distributed run: every task
+trains as a rank (``e2espk.cluster.ranks``) and rank 0 reports the outcome.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import submitit
 
+from e2espk.cluster.ranks import join_job_ranks
 from e2espk.training.config import TrainConfig
 
 
@@ -63,9 +66,10 @@ class TrialRunner(submitit.helpers.Checkpointable):
     def __init__(self) -> None:
         self.restarts = -1
 
-    def __call__(self, config: dict[str, Any], objective: str) -> TrialOutcome:
+    def __call__(self, config: dict[str, Any], objective: str) -> TrialOutcome | None:
         from e2espk.training.trainer import train
 
+        rank = join_job_ranks()
         self.restarts += 1
         started_at = time.time()
         started = time.perf_counter()
@@ -73,6 +77,8 @@ class TrialRunner(submitit.helpers.Checkpointable):
             {**config, "resume": True, "select_metric": objective, "progress": False}
         )
         result = train(train_config)
+        if rank.rank > 0:
+            return None  # rank 0 speaks for the trial
         value, metrics, epoch = exported_metrics(
             result.history, result.exported, objective, train_config.final_checkpoint
         )
