@@ -20,6 +20,7 @@ import dataclasses
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,25 @@ def slurm_executor(folder: str | Path, **params: Any) -> submitit.AutoExecutor:
     }
     executor.update_parameters(**settings)
     return executor
+
+
+SIGTERM_SEEN = "Bypassing signal SIGTERM"  # submitit's log line when a task ignores SIGTERM
+
+
+def preempt(job_id: str, task_logs: list[Path], timeout_s: float = 60) -> None:
+    """What Slurm pre-emption sends (submitit's ``_interrupt``): SIGTERM, then USR2, which
+    makes submitit checkpoint the job and run ``scontrol requeue``.
+
+    ``_interrupt`` sends both at once, and under load the SIGTERM can land after USR2 and kill
+    the ``scontrol requeue`` that the USR2 handler started. So USR2 goes only once every
+    task's log (``task_logs``, their stderr) shows submitit has ignored the SIGTERM.
+    """
+    subprocess.run(["scancel", job_id, "--signal", "SIGTERM"], check=True)
+    deadline = time.monotonic() + timeout_s
+    while not all(
+        log.exists() and SIGTERM_SEEN in log.read_text(errors="replace") for log in task_logs
+    ):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id}: no task logged {SIGTERM_SEEN!r} in {timeout_s} s")
+        time.sleep(0.1)
+    subprocess.run(["scancel", job_id, "--signal", "USR2"], check=True)

@@ -26,7 +26,7 @@ pytest.importorskip("soundfile")
 from e2espk.cli.data_prep import main
 from e2espk.extract.shards import FAULTS_ENV
 from tests.extract_support import tiny_ptm
-from tests.slurm_support import REPO_ROOT, slurm_cluster, slurm_executor  # noqa: F401
+from tests.slurm_support import REPO_ROOT, preempt, slurm_cluster, slurm_executor  # noqa: F401
 from tests.test_extract_array import same_files
 from tests.test_extract_pipeline import extract_args, write_audio
 from tests.test_slurm_cluster import _wait_until
@@ -68,11 +68,7 @@ def test_a_slurm_array_resubmits_a_failed_task_alone_requeues_a_preempted_one_an
         preempted = re.search(r"^shard 2 .*: job (\d+_2), log (\S+)$", lines[3])
         assert preempted, lines
         _wait_until(stalled.exists, 120, "shard 2 to stall after its first window")
-        # what pre-emption sends (submitit's _interrupt); the pause keeps a late SIGTERM from
-        # reaching the `scontrol requeue` that submitit's USR2 handler runs
-        subprocess.run(["scancel", preempted.group(1), "--signal", "SIGTERM"], check=True)
-        time.sleep(1)
-        subprocess.run(["scancel", preempted.group(1), "--signal", "USR2"], check=True)
+        preempt(preempted.group(1), [Path(preempted.group(2))])
         rest, err = array.communicate(timeout=300)
     finally:
         array.kill()

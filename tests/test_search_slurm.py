@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from e2espk.search.driver import STATE_FILE
-from tests.slurm_support import REPO_ROOT, slurm_cluster  # noqa: F401
+from tests.slurm_support import REPO_ROOT, preempt, slurm_cluster  # noqa: F401
 from tests.test_search import search_args
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
@@ -175,7 +175,7 @@ def test_preempted_trial_is_requeued_and_resumes_its_training(
     while not (run_dir / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
     assert (run_dir / "last.pt").exists(), "the trial checkpointed its first epoch"
-    job._interrupt()  # what Slurm preemption does: submitit checkpoints and requeues the job
+    preempt(job.job_id, [job.paths.stderr])  # submitit checkpoints and requeues the job
     outcome = job.result()
     assert outcome.restarts >= 1, "the job was requeued"
     assert outcome.epochs_run == 6

@@ -23,6 +23,7 @@ from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from tests.slurm_support import (
     SlurmCluster,
+    preempt,
     slurm_cluster,  # noqa: F401
     slurm_executor,
 )
@@ -160,7 +161,7 @@ def test_checkpointable_job_resumes_after_requeue(tmp_path: Path) -> None:
     job = slurm_executor(tmp_path).submit(_ResumableCounter(), 10, str(halfway))
     assert isinstance(job, submitit.SlurmJob)  # _interrupt is Slurm-only
     _wait_until(halfway.exists, 30, "the job to reach its half-way point")
-    job._interrupt()  # what pre-emption sends: SIGTERM, then USR2 -> checkpoint + requeue
+    preempt(job.job_id, [job.paths.stderr])  # SIGTERM, then USR2 -> checkpoint + requeue
     # The restart waits for cred_expire (10 s in our slurm.conf) plus Slurm's own delays.
     count, start_counts, restarts = _result(job, timeout_s=60)
     assert (count, start_counts, restarts) == (10, [0, 5], 1)

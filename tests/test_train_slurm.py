@@ -38,12 +38,12 @@ from e2espk.cluster.slurm_checks import TRAIN_FLAGS, check_resources, parse_sinf
 from e2espk.cluster.submission import SlurmSubmitOptions, slurm_time_minutes
 from e2espk.cluster.tasks import JobFailedError, MultiTaskJob, failure_message, task_ends
 from e2espk.cluster.training_job import TrainingJob
-from e2espk.config import config_to_dict
+from e2espk.config import config_to_dict, from_flat
 from e2espk.errors import ConfigError
 from e2espk.search.constraints import CorpusLimits, fit_ranges
 from e2espk.training.config import TrainConfig
 from tests.conftest import TINY_TRAIN
-from tests.slurm_support import REPO_ROOT, slurm_cluster  # noqa: F401
+from tests.slurm_support import REPO_ROOT, preempt, slurm_cluster  # noqa: F401
 from tests.test_eval import valid_pairs, write_kaldi_trials
 
 OPTIONS = {**TINY_TRAIN, "backbone": "ecapa_tdnn_tiny", "epochs": 6, "device": "cpu",
@@ -130,7 +130,8 @@ def test_preempted_job_is_requeued_and_resumes_to_the_same_weights(
     while not (run_dir / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.2)
     assert (run_dir / "last.pt").exists(), "the job checkpointed its first epoch"
-    job.job._interrupt()  # pre-emption: SIGTERM, then USR2 -> checkpoint() and requeue
+    logs = [job.job.task(rank).paths.stderr for rank in range(2)]
+    preempt(job.job_id, logs)  # SIGTERM, then USR2 -> checkpoint() and requeue
     summary = job.result()
     assert summary["restarts"] == 1, "requeued once"
     history = json.loads((run_dir / "history.json").read_text())
@@ -298,7 +299,11 @@ def test_requeue_resumes_the_run_until_the_limit(monkeypatch: pytest.MonkeyPatch
 
 def test_search_trial_ranks_and_batch_sizes() -> None:
     assert trial_ranks(ParallelOptions()) == (1, 1, 0)
-    assert trial_ranks(ParallelOptions(gpus_per_node=2)) == (1, 1, 2)  # one process, 2 GPUs
+    assert trial_ranks(from_flat(ParallelOptions, {"gpus_per_node": 2})) == (
+        1,
+        1,
+        2,
+    )  # one process, 2 GPUs
     assert trial_ranks(ParallelOptions(gpus_per_trial=8, nodes_per_trial=2)) == (2, 4, 4)
     assert trial_ranks(ParallelOptions(tasks_per_trial=2)) == (1, 2, 0)
     for bad, message in (
@@ -310,7 +315,7 @@ def test_search_trial_ranks_and_batch_sizes() -> None:
         ({"gpus_per_trial": 2, "tasks_per_trial": 4}, "one rank per GPU"),
     ):
         with pytest.raises(ConfigError, match=message):
-            trial_ranks(ParallelOptions(**bad))
+            trial_ranks(from_flat(ParallelOptions, bad))
     limits = CorpusLimits("t.hdf", 100, frozenset({"ptm", "mfbe", "mfcc", "pitch"}), False, 4)
     base = config_to_dict(TrainConfig()) | {"utts_per_speaker": 2}
     searched = {"batch_size": {"choices": [16, 20, 32]}}

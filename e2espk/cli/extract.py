@@ -64,10 +64,8 @@ def slurm_executor(config: Any) -> Any:
 
     slurm = config.slurm
     options = ClusterOptions(
-        "slurm", slurm.partition, slurm.gpus_per_node, slurm.cpus_per_task, slurm.mem_gb,
-        slurm.timeout_min, slurm.account, slurm.qos, list(slurm.sbatch), slurm.max_requeues,
-        name="e2espk-extract", flags=EXTRACT_FLAGS,
-    )  # fmt: skip
+        "slurm", **slurm.resources.as_kwargs(), name="e2espk-extract", flags=EXTRACT_FLAGS
+    )
     executor = submitit_executor(work_dir(config) / "jobs", options)  # checks sinfo first
     running = active_jobs(recorded_jobs(work_dir(config)))
     if running:

@@ -16,13 +16,23 @@ from tqdm import tqdm
 
 from e2espk.cli.common import setup_logging, user_errors_exit_cleanly
 from e2espk.cluster.executors import ClusterOptions, submitit_executor
-from e2espk.config import build_parser, config_to_dict, option, parse_explicit, save_config
+from e2espk.config import (
+    build_parser,
+    config_to_dict,
+    from_flat,
+    option,
+    option_names,
+    parse_explicit,
+    part,
+    save_config,
+)
 from e2espk.errors import ConfigError
 from e2espk.search import report
 from e2espk.search.constraints import corpus_limits
 from e2espk.search.driver import SearchSetup, check_optimizer_name, run_search
 from e2espk.search.executors import InlineExecutor
 from e2espk.search.space import build_space
+from e2espk.slurm_resources import SlurmResources
 from e2espk.training.config import SCORE_METRIC_HELP, TrainConfig, check_score_metric
 
 LOG = logging.getLogger("e2espk.hp_search")
@@ -83,13 +93,10 @@ class ParallelOptions(SearchOptions):
         choices=["slurm", "local"],
         help="slurm: Slurm jobs via submitit; local: subprocesses on this machine",
     )
-    partition: str | None = option(
-        None, help="Slurm partition (default: the cluster's default; `sinfo` lists them)"
-    )
-    gpus_per_node: int = option(
-        0,
-        help="GPUs of a trial job of one process (needs a partition with gpu GRES: "
-        "`sinfo -o '%%P %%G'`); --gpus-per-trial makes a trial a distributed run instead",
+    resources: SlurmResources = part(
+        SlurmResources,
+        "Slurm resources of each trial job (with --cluster slurm); --gpus-per-node gives a "
+        "trial of one process GPUs, --gpus-per-trial makes a trial a distributed run instead",
     )
     gpus_per_trial: int | None = option(
         None,
@@ -101,20 +108,6 @@ class ParallelOptions(SearchOptions):
         None,
         help="ranks of each trial on CPUs (gloo; default 1, or --gpus-per-trial), spread "
         "evenly over --nodes-per-trial",
-    )
-    cpus_per_task: int = option(1, help="CPUs per trial job (per rank of a distributed trial)")
-    mem_gb: float | None = option(None, help="memory per trial job (GB)")
-    timeout_min: int = option(
-        60,
-        help="time limit per trial job; near it the job is requeued and resumes from its checkpoint",
-    )
-    account: str | None = option(None, help="Slurm account")
-    qos: str | None = option(None, help="Slurm QoS")
-    sbatch: list[str] = option(
-        default_factory=list, help="extra sbatch options as KEY=VALUE (e.g. constraint=a100)"
-    )
-    max_requeues: int = option(
-        3, help="requeues of a timed-out/preempted trial before it counts as failed"
     )
     poll_seconds: float = option(2.0, help="seconds between job status checks")
 
@@ -129,7 +122,7 @@ def trial_ranks(options: ParallelOptions) -> tuple[int, int, int]:
     nodes, gpus, tasks = options.nodes_per_trial, options.gpus_per_trial, options.tasks_per_trial
     if nodes < 1:
         raise ConfigError(f"--nodes-per-trial must be >= 1, got {nodes}")
-    if gpus is not None and options.gpus_per_node:
+    if gpus is not None and options.resources.gpus_per_node:
         raise ConfigError(
             "--gpus-per-node (one process) and --gpus-per-trial (one rank per GPU): give one"
         )
@@ -146,7 +139,7 @@ def trial_ranks(options: ParallelOptions) -> tuple[int, int, int]:
             "nodes (the same number of ranks on each node)"
         )
     per_node = ranks // nodes
-    return nodes, per_node, per_node if gpus is not None else options.gpus_per_node
+    return nodes, per_node, per_node if gpus is not None else options.resources.gpus_per_node
 
 
 def parse(
@@ -161,8 +154,8 @@ def parse(
         print("\nTrial options: every train.py flag (python train.py --help).")
         raise SystemExit(0)
     namespace, rest = parser.parse_known_args(argv)
-    options = options_cls(
-        **{f.name: getattr(namespace, f.name) for f in dataclasses.fields(options_cls)}
+    options = from_flat(
+        options_cls, {name: getattr(namespace, name) for name in option_names(options_cls)}
     )
     train_config, explicit = parse_explicit(
         TrainConfig, rest, "trial options (train.py flags)", prog
@@ -261,23 +254,13 @@ def main_parallel(argv: Sequence[str] | None = None) -> int:
         ParallelOptions, argv, "hp_search_slurm.py", PARALLEL_DOC
     )
     nodes, tasks_per_node, gpus_per_node = trial_ranks(options)
+    resources = {**options.resources.as_kwargs(), "gpus_per_node": gpus_per_node}
     cluster = ClusterOptions(
-        cluster=options.cluster,
-        partition=options.partition,
-        gpus_per_node=gpus_per_node,
-        cpus_per_task=options.cpus_per_task,
-        mem_gb=options.mem_gb,
-        timeout_min=options.timeout_min,
-        account=options.account,
-        qos=options.qos,
-        sbatch=list(options.sbatch),
-        max_requeues=options.max_requeues,
-        nodes=nodes,
-        tasks_per_node=tasks_per_node,
+        cluster=options.cluster, nodes=nodes, tasks_per_node=tasks_per_node, **resources
     )
     executor = submitit_executor(Path(options.search_dir) / "jobs", cluster)
     if options.threads_per_trial is None:
-        options.threads_per_trial = options.cpus_per_task
+        options.threads_per_trial = options.resources.cpus_per_task
     setup = setup_search(
         options,
         train_config,

@@ -10,11 +10,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from e2espk.config import from_flat, option, part
+from e2espk.config import config_to_dict, from_flat, option, option_names, part
 from e2espk.data.corpus import PTM_KIND
 from e2espk.data.pack_config import OutputOptions
 from e2espk.errors import ConfigError
 from e2espk.extract.handcrafted import HANDCRAFTED
+from e2espk.slurm_resources import ArrayTaskResources
 
 
 @dataclasses.dataclass
@@ -29,25 +30,8 @@ class SlurmArrayOptions:
         0,
         help="shard the utterances into N Slurm array tasks, then join the shard corpora into the usual output (0: extract here)",
     )
-    partition: str | None = option(
-        None, help="Slurm partition of the array tasks (default: the cluster's default)"
-    )
-    gpus_per_node: int = option(0, help="GPUs of each array task (one task per job)")
-    cpus_per_task: int = option(
-        1, help="CPUs of each array task (give --workers CPUs - 1 to use them)"
-    )
-    mem_gb: float | None = option(None, help="memory of each array task (GB)")
-    timeout_min: int = option(
-        240,
-        help="time limit of each array task; near it the task is requeued and continues its shard",
-    )
-    account: str | None = option(None, help="Slurm account")
-    qos: str | None = option(None, help="Slurm QoS")
-    sbatch: list[str] = option(
-        default_factory=list, help="extra sbatch options as KEY=VALUE (e.g. constraint=a100)"
-    )
-    max_requeues: int = option(
-        3, help="requeues of a timed-out or preempted task (same job id, it continues its shard)"
+    resources: ArrayTaskResources = part(
+        ArrayTaskResources, "Slurm resources of each array task (one task per job)"
     )
     slurm_retries: int = option(
         2,
@@ -56,13 +40,13 @@ class SlurmArrayOptions:
     poll_seconds: float = option(10.0, help="seconds between checks of the array tasks")
 
     def check(self) -> None:
-        if self.slurm_array < 0 or self.slurm_retries < 0 or self.max_requeues < 0:
+        if self.slurm_array < 0 or self.slurm_retries < 0 or self.resources.max_requeues < 0:
             raise ConfigError("--slurm-array, --slurm-retries and --max-requeues must be >= 0")
-        default = SlurmArrayOptions()
+        default = config_to_dict(SlurmArrayOptions())
         given = [
-            "--" + field.name.replace("_", "-")
-            for field in dataclasses.fields(self)
-            if getattr(self, field.name) != getattr(default, field.name)
+            "--" + name.replace("_", "-")
+            for name, value in config_to_dict(self).items()
+            if value != default[name]
         ]
         if given and not self.slurm_array:
             raise ConfigError(f"{', '.join(given)}: only with --slurm-array N (Slurm array tasks)")
@@ -70,7 +54,7 @@ class SlurmArrayOptions:
 
 VOLATILE_FIELDS = (
     "overwrite", "progress", "restart", "device", "skip_bad", "workers",
-    *(field.name for field in dataclasses.fields(SlurmArrayOptions)),
+    *option_names(SlurmArrayOptions),
 )  # fmt: skip  # same corpus
 
 
