@@ -13,23 +13,16 @@ import torch
 
 from e2espk.cli.embed import main as embed_main
 from e2espk.data.corpus import Corpus
-from e2espk.inference.extraction import extract_embeddings
+from e2espk.inference.contract import EmbeddingContract
+from e2espk.inference.extraction import extract
 from e2espk.training.checkpoint import load_embedding_system
 
 
 def reference(checkpoint: Path, data: Path) -> tuple[list[str], list[str], np.ndarray]:
     system = load_embedding_system(checkpoint)
     with Corpus(data) as corpus:
-        embeddings = extract_embeddings(
-            system.model,
-            corpus,
-            system.layout,
-            list(range(len(corpus))),
-            1.0,
-            64,
-            "cpu",
-            system.normalization,
-        )
+        contract = EmbeddingContract(system.model.config, system.layout, system.normalization, 1.0)
+        embeddings = extract(system.model, corpus, list(range(len(corpus))), contract)
         return corpus.utterances.tolist(), corpus.speakers[corpus.speaker_of].tolist(), embeddings
 
 

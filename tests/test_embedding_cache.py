@@ -16,9 +16,11 @@ import torch
 from e2espk.cli.embed import main as embed_main
 from e2espk.cli.eval import main as eval_main
 from e2espk.data.corpus import Corpus
+from e2espk.data.transforms import as_normalization
 from e2espk.errors import InputDataError
+from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.inference.embedding_cache import EmbeddingCache, model_fingerprint
-from e2espk.inference.extraction import extract_embeddings
+from e2espk.inference.extraction import extract
 from e2espk.training.checkpoint import EmbeddingSystem, load_embedding_system
 
 
@@ -56,9 +58,9 @@ def test_interrupted_extraction_resumes_with_identical_embeddings(
 
         def run(model: torch.nn.Module, layout, cmvn) -> np.ndarray:  # type: ignore[no-untyped-def]
             with EmbeddingCache(cache, {"run": 1}, len(corpus)) as store:
-                return extract_embeddings(
-                    model, corpus, layout, rows, 1.0, 4, "cpu", cmvn, cache=store, segment_size=3
-                )
+                contract = EmbeddingContract(model.config, layout, as_normalization(cmvn), 1.0)
+                options = ExtractionOptions(batch_size=4, segment_size=3)
+                return extract(model, corpus, rows, contract, options, store)
 
         full = counting_system(tiny_checkpoint)
         uninterrupted = embed(full, corpus, rows, None)  # no cache: one pass over all windows

@@ -20,7 +20,8 @@ from e2espk.data.corpus import Corpus, utterance_path
 from e2espk.data.features import resolve_layout
 from e2espk.data.loader import CropDataset
 from e2espk.errors import InputDataError
-from e2espk.inference.extraction import extract_embeddings
+from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
+from e2espk.inference.extraction import extract
 from e2espk.pipelines import evaluation
 from e2espk.training.checkpoint import load_embedding_system
 
@@ -141,8 +142,9 @@ def test_out_of_range_features_are_named_and_not_cached(
         EmbeddingCache(tmp_path / "cache.h5", {"t": 1}, len(corpus)) as cache,
         pytest.raises(InputDataError, match=match),
     ):
-        extract_embeddings(system.model, corpus, system.layout, list(range(len(corpus))), 1.0, 8,
-                           "cpu", system.normalization, cache=cache, segment_size=4)  # fmt: skip
+        contract = EmbeddingContract(system.model.config, system.layout, system.normalization, 1.0)
+        options = ExtractionOptions(batch_size=8, segment_size=4)
+        extract(system.model, corpus, list(range(len(corpus))), contract, options, cache)
     assert all(np.isfinite(stored).all() for stored in cached_embeddings(tmp_path))
 
 

@@ -20,6 +20,17 @@ DEFAULT_FRAME_RATES = {PTM_KIND: 50.0}  # every other stream: 100 Hz (10 ms hop)
 
 
 @dataclasses.dataclass
+class OutputPlan:
+    """Who goes where: the utterances kept, their speakers and parts, the files, the order."""
+
+    speakers: dict[str, str]  # utt -> speaker, after --min-recordings
+    assignment: dict[str, str]  # utt -> part ("all", or "train"/"valid")
+    names: dict[str, Path]  # part -> output file
+    ordered: list[str]  # (speaker, utterance): the order utterances are written in
+    dropped: int = 0  # utterances of speakers below --min-recordings
+
+
+@dataclasses.dataclass
 class OutputOptions:
     """Where a corpus is written and how: the options packing and extraction share.
 
@@ -90,6 +101,15 @@ class OutputOptions:
             if path.exists() and not self.overwrite:
                 raise InputDataError(path, "output exists; pass --overwrite to replace it")
         return names
+
+    def plan(self, speakers: Mapping[str, str]) -> OutputPlan:
+        """Split ``speakers`` (utterance -> speaker) into the output files, in writing order;
+        existing files are refused unless --overwrite, before anything is read."""
+        kept, assignment, dropped = self.assign(speakers)
+        ordered = sorted(kept, key=lambda utt: (kept[utt], utt))
+        return OutputPlan(
+            kept, assignment, self.output_files(assignment.values()), ordered, dropped
+        )
 
     def report_path(self) -> Path:
         return Path(self.out_path) / f"{self.out_name}.report.json"

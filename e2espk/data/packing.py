@@ -183,25 +183,20 @@ def pack_corpus(config: PackConfig) -> PackReport:
     utterances, n_incomplete = join_streams(streams, config.drop_incomplete)
     if not utterances:
         raise InputDataError("inputs", "no utterance is present in every stream")
-    speakers, assignment, n_dropped = config.output.assign(speaker_map(config, utterances))
-    names = config.output.output_files(assignment.values())
-
-    ordered = sorted(speakers, key=lambda utt: (speakers[utt], utt))
+    plan = config.output.plan(speaker_map(config, utterances))
     reader = validation.UtteranceReader(streams, config.ptm_layout, layers)
-    first = reader.load(ordered[0])
+    first = reader.load(plan.ordered[0])
     specs = stream_specs(config, first, layers)
     checker = validation.UtteranceChecker(specs, config.duration_tolerance)
     report = PackReport(
-        outputs={p: str(n) for p, n in names.items()},
+        outputs={p: str(n) for p, n in plan.names.items()},
         utterances={},
         speakers={},
         dropped_incomplete=n_incomplete,
-        dropped_min_recordings=n_dropped,
+        dropped_min_recordings=plan.dropped,
         streams={s.name: s.to_json() for s in specs},
     )
     with made_dir(config.output.out_path):
-        write_parts(
-            config, names, specs, ordered, first, reader, checker, speakers, assignment, report
-        )
+        write_parts(config, plan, reader, checker, first, report)
         write_json_atomic(config.output.report_path(), dataclasses.asdict(report))
     return report

@@ -9,37 +9,40 @@ import numpy as np
 
 from e2espk import interrupts
 from e2espk.data import validation
-from e2espk.data.corpus import CorpusWriter, StreamSpec
-from e2espk.data.pack_config import PackConfig, PackReport
+from e2espk.data.corpus import CorpusWriter
+from e2espk.data.pack_config import OutputPlan, PackConfig, PackReport
 from e2espk.errors import InputDataError
 from e2espk.progress import progress_bar
 
 
 def write_parts(
-    config: PackConfig, names: dict[str, Path], specs: list[StreamSpec], ordered: list[str],
-    first: Mapping[str, np.ndarray], reader: validation.UtteranceReader,
-    checker: validation.UtteranceChecker, speakers: dict[str, str], assignment: dict[str, str],
+    config: PackConfig,
+    plan: OutputPlan,
+    reader: validation.UtteranceReader,
+    checker: validation.UtteranceChecker,
+    first: Mapping[str, np.ndarray],
     report: PackReport,
-) -> None:  # fmt: skip
-    """Stream every utterance into its part's file; on any error or stop, no file is kept.
+) -> None:
+    """Stream every utterance of ``plan`` into its part's file (``first``: the first one,
+    already read); on any error or stop, no file is kept.
 
     The loop is a deferred region (``interrupts``): a signal stops it between utterances, so
     it never lands inside h5py, where it would be swallowed.
     """
     writers: dict[str, CorpusWriter] = {}
     try:
-        bar = progress_bar(ordered, enabled=config.progress, desc="packing", unit="utt")
+        bar = progress_bar(plan.ordered, enabled=config.progress, desc="packing", unit="utt")
         with interrupts.deferred(), bar:
-            for part, path in names.items():
+            for part, path in plan.names.items():
                 writers[part] = CorpusWriter(
                     path,
-                    specs,
+                    list(checker.specs.values()),
                     compression=config.output.compression,
                     compression_level=config.output.compression_level,
                     overwrite=config.output.overwrite,
                 )
             for utterance in interrupts.checked(bar):
-                arrays = first if utterance == ordered[0] else reader.load(utterance)
+                arrays = first if utterance == plan.ordered[0] else reader.load(utterance)
                 problem = checker.problem(arrays)
                 if problem:
                     if not config.skip_bad:
@@ -49,8 +52,8 @@ def write_parts(
                         )
                     report.skipped_bad[utterance] = f"{problem.stream}: {problem.message}"
                     continue
-                writers[assignment[utterance]].add(speakers[utterance], utterance, arrays)
-        close_parts(writers, names, report)
+                writers[plan.assignment[utterance]].add(plan.speakers[utterance], utterance, arrays)
+        close_parts(writers, plan.names, report)
     except BaseException:
         for writer in writers.values():
             writer.abort()

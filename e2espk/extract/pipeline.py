@@ -183,10 +183,8 @@ def plan_extraction(config: ExtractConfig) -> Plan:
     """Check the options, read the inputs and decide who goes where; no audio is decoded."""
     config.check()
     items = audio_items(config)
-    speakers, assignment, n_dropped = config.output.assign(speakers_of(config, sorted(items)))
-    names = config.output.output_files(assignment.values())
-    ordered = sorted(speakers, key=lambda utt: (speakers[utt], utt))
-    return Plan(items, speakers, assignment, names, ordered, n_dropped)
+    out = config.output.plan(speakers_of(config, sorted(items)))
+    return Plan(items, out.speakers, out.assignment, out.names, out.ordered, out.dropped)
 
 
 def new_report(plan: Plan, specs: list[StreamSpec]) -> PackReport:

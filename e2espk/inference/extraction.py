@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from typing import cast
 
 import numpy as np
 import torch
@@ -26,7 +25,6 @@ from e2espk.data.validation import require_finite
 from e2espk.errors import InputDataError, preview
 from e2espk.inference.contract import EmbeddingContract, ExtractionOptions
 from e2espk.inference.embedding_cache import EmbeddingCache, corpus_fingerprint, model_fingerprint
-from e2espk.models.config import ModelConfig
 from e2espk.progress import progress_bar
 
 LOG = logging.getLogger(__name__)
@@ -105,28 +103,6 @@ def extract(
     model.eval()
     with interrupts.deferred():
         return _extract(model, corpus, rows, contract, options, cache)
-
-
-def extract_embeddings(
-    model: torch.nn.Module,
-    corpus: Corpus,
-    layout: InputLayout,
-    rows: Sequence[int],
-    window_seconds: float = 4.0,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    cmvn: str | transforms.Normalization = "mean",
-    progress: bool = False,
-    cache: EmbeddingCache | None = None,
-    segment_size: int = 512,
-) -> np.ndarray:
-    """``extract`` in its call form from before ``EmbeddingContract``, kept for the scripts
-    that call it: the contract is ``model.config`` (a model e2espk built), ``layout``, ``cmvn``
-    and ``window_seconds``; ``cache`` is an open cache keyed by the caller."""
-    config = cast(ModelConfig, model.config)
-    contract = EmbeddingContract(config, layout, transforms.as_normalization(cmvn), window_seconds)
-    options = ExtractionOptions(batch_size, device, progress, segment_size=segment_size)
-    return extract(model, corpus, rows, contract, options, cache)
 
 
 def _extract(
