@@ -154,7 +154,7 @@ def parse(
         print("\nTrial options: every train.py flag (python train.py --help).")
         raise SystemExit(0)
     namespace, rest = parser.parse_known_args(argv)
-    options = from_flat(
+    options: Any = from_flat(
         options_cls, {name: getattr(namespace, name) for name in option_names(options_cls)}
     )
     train_config, explicit = parse_explicit(
