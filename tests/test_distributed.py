@@ -140,6 +140,23 @@ def test_two_ranks_reach_the_weights_and_eer_of_one_process(runs: dict[str, Path
 
 @pytest.mark.slow
 @needs_gloo
+def test_gradient_clipping_under_two_ranks_matches_one_process(
+    demo_hdf: dict[str, Path], tmp_path: Path
+) -> None:
+    """With a norm limit every step hits, clipping must act on the gradient all ranks share
+    (after DDP's all-reduce): a rank clipping its own half would drift from one process."""
+    single(demo_hdf, tmp_path / "one", max_gnorm=0.01)
+    single(demo_hdf, tmp_path / "unclipped", max_gnorm=0)
+    done = torchrun(demo_hdf, tmp_path / "two", "--max-gnorm=0.01")
+    assert done.returncode == 0, done.stdout + done.stderr
+    one, two = state(tmp_path / "one"), state(tmp_path / "two")
+    assert_same_weights(one, two, **TOLERANCE)
+    with pytest.raises(AssertionError):  # the limit did act: clipped != unclipped
+        assert_same_weights(one, state(tmp_path / "unclipped"), **TOLERANCE)
+
+
+@pytest.mark.slow
+@needs_gloo
 def test_a_failed_rank_ends_the_job_and_the_run_resumes_with_1_or_2_ranks(
     runs: dict[str, Path], demo_hdf: dict[str, Path], tmp_path: Path
 ) -> None:
