@@ -191,15 +191,20 @@ def finish(setup: SearchSetup, state_records: list[dict[str, Any]], penalty: flo
     return 0
 
 
+@dataclasses.dataclass
+class TrialExecution:
+    """Where and how the trials run: the executor, its kind, how many at once, how often
+    they are polled, and the ranks of each (1: a trial is one process)."""
+
+    executor: Any
+    cluster: str = "inline"  # inline | local | slurm
+    workers: int = 1
+    poll_seconds: float = 0.0
+    ranks: int = 1
+
+
 def setup_search(
-    options: SearchOptions,
-    train_config: TrainConfig,
-    explicit: set[str],
-    executor: Any,
-    cluster: str,
-    workers: int,
-    poll: float,
-    ranks: int = 1,
+    options: SearchOptions, train_config: TrainConfig, explicit: set[str], trials: TrialExecution
 ) -> SearchSetup:
     base = config_to_dict(train_config)
     if options.threads_per_trial:
@@ -212,7 +217,8 @@ def setup_search(
         options.search_params or None,
         base,
         dataclasses.replace(
-            corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file), ranks=ranks
+            corpus_limits(train_config.train_hdf_file, train_config.valid_hdf_file),
+            ranks=trials.ranks,
         ),
         options.search_costly_backbones,
     )
@@ -227,14 +233,14 @@ def setup_search(
         objective=options.objective,
         optimizer_name=options.search_optimizer,
         budget=options.budget,
-        workers=workers,
+        workers=trials.workers,
         failure_penalty=options.failure_penalty,
-        executor=executor,
-        cluster=cluster,
-        poll_seconds=poll,
+        executor=trials.executor,
+        cluster=trials.cluster,
+        poll_seconds=trials.poll_seconds,
         progress=train_config.progress,
         seed=options.search_seed,
-        tasks_per_trial=ranks,
+        tasks_per_trial=trials.ranks,
     )
 
 
@@ -242,7 +248,7 @@ def setup_search(
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     options, train_config, explicit = parse(SearchOptions, argv, "hp_search.py")
-    setup = setup_search(options, train_config, explicit, InlineExecutor(), "inline", 1, 0.0)
+    setup = setup_search(options, train_config, explicit, TrialExecution(InlineExecutor()))
     state = run_search(setup, on_record=print_failure)
     return finish(setup, state.records, options.failure_penalty)
 
@@ -261,15 +267,9 @@ def main_parallel(argv: Sequence[str] | None = None) -> int:
     executor = submitit_executor(Path(options.search_dir) / "jobs", cluster)
     if options.threads_per_trial is None:
         options.threads_per_trial = options.resources.cpus_per_task
-    setup = setup_search(
-        options,
-        train_config,
-        explicit,
-        executor,
-        options.cluster,
-        options.hp_workers,
-        options.poll_seconds,
-        cluster.ranks,
+    trials = TrialExecution(
+        executor, options.cluster, options.hp_workers, options.poll_seconds, cluster.ranks
     )
+    setup = setup_search(options, train_config, explicit, trials)
     state = run_search(setup, on_record=print_failure)
     return finish(setup, state.records, options.failure_penalty)

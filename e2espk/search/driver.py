@@ -297,6 +297,22 @@ def stop_optimizer_threads(before: set[threading.Thread]) -> None:
             stop()
 
 
+def follow_pending(setup: SearchSetup, state: SearchState, runner: TrialRunner) -> dict[int, Any]:
+    """The jobs of the trials an earlier process left running (a resumed search): followed
+    where they can be, submitted again where not (their training resumes from last.pt)."""
+    jobs: dict[int, Any] = {}
+    for trial, pending in list(state.pending.items()):
+        job = reattach(
+            setup.cluster, setup.search_dir / "jobs", pending.job_id, setup.tasks_per_trial
+        )
+        if job is None:
+            job = setup.executor.submit(runner, pending.config, setup.objective)
+            pending.job_id = str(job.job_id)
+        jobs[trial] = job
+    state.save(setup.search_dir / STATE_FILE)
+    return jobs
+
+
 def run_search(
     setup: SearchSetup, on_record: Callable[[dict[str, Any]], None] | None = None
 ) -> SearchState:
@@ -307,16 +323,7 @@ def run_search(
     optimizer = make_optimizer(setup)
     candidates = replay(optimizer, state.events)
     runner = TrialRunner()
-    jobs: dict[int, Any] = {}
-    for trial, pending in list(state.pending.items()):
-        job = reattach(
-            setup.cluster, setup.search_dir / "jobs", pending.job_id, setup.tasks_per_trial
-        )
-        if job is None:  # cannot be followed: run it again (its training resumes from last.pt)
-            job = setup.executor.submit(runner, pending.config, setup.objective)
-            pending.job_id = str(job.job_id)
-        jobs[trial] = job
-    state.save(setup.search_dir / STATE_FILE)
+    jobs = follow_pending(setup, state, runner)
     bar = progress_bar(
         total=setup.budget,
         initial=len(state.records),
