@@ -728,6 +728,21 @@ ABLATIONS: dict[str, System] = {
     ),
 }  # fmt: skip
 
+# The held-out-family fusion fit for the two rivals of the default's verifier (re-exports).
+EXPERIMENTS["x_default_verifier_heldout"] = _variant(
+    EXPERIMENTS["x_default_verifier"],
+    valid_split="heldout",
+    export_of="x_default_verifier",
+    note="x_default_verifier's training, its fusions fitted on the held-out-family split",
+)
+EXPERIMENTS["no_pair_loss_heldout"] = _variant(
+    ABLATIONS["no_pair_loss"],
+    valid_split="heldout",
+    export_of="no_pair_loss",
+    note="no_pair_loss's training (AAM only), its fusions fitted on the held-out-family split",
+)
+SYSTEMS.update(EXPERIMENTS)
+
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "2")
