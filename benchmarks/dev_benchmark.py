@@ -150,7 +150,8 @@ EXPERIMENTS: dict[str, System] = {
     ),
     "x_default_verifier": _variant(
         DEFAULT, "--verifier-features", "product", "absdiff", "--verifier-normalize",
-        note="the default with x_verifier's verifier (product and |a - b| of normalised embeddings)",
+        note="the default with x_verifier's verifier (product and |a - b| of normalised embeddings); "
+        "the default itself since 2026-12-05 (the overrides repeat the recipe)",
     ),
     "x_perturb_f0": _variant(
         DEFAULT, "--speaker-perturb-log-f0-column", "0",
@@ -703,6 +704,11 @@ ABLATIONS: dict[str, System] = {
     "no_absolute_pitch": _variant(
         DEFAULT, "--cmvn-skip-streams",
         note="per-crop CMN over the pitch stream too (as before 2026-12-02): its level is removed",
+    ),
+    "no_relation_verifier": _variant(
+        DEFAULT, "--verifier-features", "product", "absdiff", "sum", "--no-verifier-normalize",
+        note="the library's default verifier (product, |a - b| and a + b of raw embeddings): "
+        "the recipe before 2026-12-05",
     ),
     "no_pair_loss": _variant(
         DEFAULT, "--pair-weight", "0", "--select-metric", "cosine/eer",
