@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +27,12 @@ def family(utterance: str) -> str:
 def read_scores(path: Path) -> dict[tuple[str, str], float]:
     pairs = (line.split() for line in path.read_text().splitlines() if line.strip())
     return {(a, b): float(score) for a, b, score, *_ in pairs}
+
+
+def trial_scores(eval_dir: Path, trials: Any, score: str) -> np.ndarray:
+    """An eval run's ``scores_SCORE.txt`` in the order of ``trials`` (a read trial list)."""
+    by_pair = read_scores(eval_dir / f"scores_{score}.txt")
+    return np.array([by_pair[pair] for pair in zip(trials.enroll, trials.test, strict=True)])
 
 
 def same_family(enroll: list[str], test: list[str]) -> np.ndarray:
@@ -43,8 +50,7 @@ def impostor_eers(scores: np.ndarray, labels: np.ndarray, same: np.ndarray) -> d
 
 def breakdown(eval_dir: Path, trials_path: Path, score: str) -> str:
     trials = read_trials(trials_path)
-    by_pair = read_scores(eval_dir / f"scores_{score}.txt")
-    scores = np.array([by_pair[pair] for pair in zip(trials.enroll, trials.test, strict=True)])
+    scores = trial_scores(eval_dir, trials, score)
     labels = np.asarray(trials.labels, dtype=bool)
     fam_a = np.array([family(u) for u in trials.enroll])
     same = same_family(trials.enroll, trials.test)

@@ -15,23 +15,21 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.devbench.breakdown import impostor_eers, read_scores, same_family
+from benchmarks.devbench.breakdown import impostor_eers, same_family, trial_scores
 from e2espk.scoring.metrics import compute_eer
 from e2espk.scoring.trials import read_trials
 
 
-def ensemble_line(trials_path: Path, eval_dirs: list[Path], score: str) -> str:
-    trials = read_trials(trials_path)
-    pairs = list(zip(trials.enroll, trials.test, strict=True))
+def ensemble_line(trials: Any, eval_dirs: list[Path], score: str) -> str:
     labels = np.asarray(trials.labels, dtype=bool)
     standardised, single = [], []
     for eval_dir in eval_dirs:
-        by_pair = read_scores(eval_dir / f"scores_{score}.txt")
-        scores = np.array([by_pair[pair] for pair in pairs])
+        scores = trial_scores(eval_dir, trials, score)
         single.append(100 * compute_eer(scores, labels))
         standardised.append((scores - scores.mean()) / scores.std())
     mean = np.mean(standardised, axis=0)
@@ -50,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("eval_dirs", type=Path, nargs="+")
     parser.add_argument("--scores", nargs="+", default=["fused", "plda", "learned", "cosine"])
     args = parser.parse_args(argv)
+    trials = read_trials(args.trials)  # once: ~86,000 lines on the dev benchmark
     for score in args.scores:
-        print(ensemble_line(args.trials, args.eval_dirs, score))
+        print(ensemble_line(trials, args.eval_dirs, score))
     return 0
 
 
