@@ -112,19 +112,26 @@ def atomic_path(final: str | os.PathLike[str], *, overwrite: bool = True) -> Ite
     if not overwrite and final.exists():
         raise FileExistsError(final)
     remove_stale_partials(final)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=f".{os.getpid()}@{_host()}.partial", dir=final.parent
-    )
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
-        os.close(fd)
+        # a stop signal landing between mkstemp and the assignment would leave the temp file
+        # behind: record it instead, and raise it (at the region's end) once ``tmp`` is known
+        with interrupts.deferred():
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{final.name}.",
+                suffix=f".{os.getpid()}@{_host()}.partial",
+                dir=final.parent,
+            )
+            tmp = Path(tmp_name)
+            os.close(fd)
         yield tmp
         interrupts.check()  # a stop asked for while writing: the file may be cut short
         if tmp.exists():  # mkstemp makes 0600 files; keep the mode of what we replace
             os.chmod(tmp, final.stat().st_mode & 0o777 if final.exists() else new_file_mode())
         os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
 
 
