@@ -8,6 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from e2espk.cli.eval import main as eval_main
 from e2espk.data.corpus import Corpus
@@ -108,6 +109,47 @@ def test_a_fusion_with_the_pitch_level_and_plda_is_trained_stored_and_evaluated(
     assert system.score_fusion_asnorm is not None
     expected = system.score_fusion_asnorm.apply(normed | {"pitch_level": pitch})
     np.testing.assert_allclose(read("fused_asnorm")[1], expected, atol=1e-4)
+
+    # averaged.pt (like best.pt and last.pt) has a fusion with the pitch level but no AS-norm
+    # fusion: its fused_asnorm normalises the embedding part alone and adds the pitch part
+    out = tmp_path / "scores_averaged"
+    args[args.index(str(run / "final.pt"))] = str(run / "averaged.pt")
+    args[args.index(str(tmp_path / "scores"))] = str(out)
+    assert eval_main(args) == 0
+    averaged_system = load_embedding_system(run / "averaged.pt")
+    fusion = averaged_system.score_fusion
+    assert fusion is not None and averaged_system.score_fusion_asnorm is None
+    weight = dict(zip(fusion.inputs, fusion.weights.tolist(), strict=True))
+    pairs, pitch = read("pitch_level")
+    embedding_part = read("fused")[1] - weight["pitch_level"] * pitch
+    with (
+        h5py.File(out / "embedding_cache" / "test.h5") as test_handle,
+        h5py.File(out / "embedding_cache" / "cohort.h5") as cohort_handle,
+        Corpus(demo_hdf["valid"]) as corpus,
+        Corpus(demo_hdf["train"]) as cohort_corpus,
+    ):
+        test_x = test_handle["embeddings"][()]
+        cohort_x, cohort_speakers = cohort_handle["embeddings"][()], cohort_corpus.speaker_of[:]
+        rows = np.array([[corpus.utterance_row(pair[k]) for pair in pairs] for k in (0, 1)])
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    models = np.stack(
+        [unit(cohort_x[cohort_speakers == s]).mean(0) for s in np.unique(cohort_speakers)]
+    )
+    cohort_cosine = unit(test_x) @ unit(models).T
+    cohort_learned = averaged_system.verifier.score_matrix(
+        torch.from_numpy(test_x), torch.from_numpy(models.astype(np.float32))
+    ).numpy()
+    cohort_part = (
+        fusion.bias + weight["cosine"] * cohort_cosine + weight["learned"] * cohort_learned
+    )
+    top = np.sort(cohort_part, axis=1)[:, -3:]
+    mean, std = top.mean(1), top.std(1)
+    normalised = 0.5 * sum((embedding_part - mean[r]) / std[r] for r in rows)
+    expected = normalised * std.mean() + weight["pitch_level"] * pitch
+    np.testing.assert_allclose(read("fused_asnorm")[1], expected, atol=1e-3)
 
 
 def test_side_score_errors_name_the_option_or_the_file(
