@@ -215,6 +215,15 @@ EXPERIMENTS: dict[str, System] = {
         valid_split="heldout", export_of="handpicked",
         note="default_heldout of the hand-picked point",
     ),
+    "x_crop3s": _variant(
+        DEFAULT, "--n-frames", "300",
+        note="the default with 3-s training crops from the first step (300 frames, not 200)",
+    ),
+    "x_epochs12": _variant(
+        DEFAULT, "--epochs", "12", "--margin-warmup-epochs", "6",
+        note="the default trained 12 epochs, not 8 (its best epoch was the last or the one "
+        "before on every seed), margin warm-up scaled to match",
+    ),
     "x_lmft": _variant(
         DEFAULT, "--n-frames", "300", "--margin", "0.4", "--margin-hold-epochs", "0",
         "--margin-warmup-epochs", "0", "--lr", "0.0003", "--warmup", "20", "--epochs", "2",
