@@ -242,3 +242,30 @@ def test_trial_value_is_that_of_the_exported_checkpoint() -> None:
     assert exported_metrics(history, exported, "fused/eer", "best")[::2] == (0.10, 1)
     # without an averaged model (e.g. fewer epochs than --average-last) the best epoch counts
     assert exported_metrics(history, {}, "fused/eer", "averaged")[0] == 0.10
+
+
+def test_trials_averaged_over_seeds(
+    demo_hdf: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trial-seeds 2: each trial trains seeds 0 and 1 in its own run directories and tells
+    the optimizer their mean; a resume must ask for the same number of seeds."""
+    args = search_args(demo_hdf, tmp_path / "s", 1, "--search-params", "lr", "--trial-seeds", "2")
+    assert hp_search(args) == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "s" / "trials.jsonl").read_text().splitlines()]  # fmt: skip
+    assert record["status"] == "ok"
+    trial_dir = Path(record["run_dir"])
+    values = []
+    for k in (0, 1):
+        run = trial_dir / f"seed_{k}"
+        assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == k
+        history = json.loads((run / "history.json").read_text())
+        values.append(history[-1]["valid/fused/eer"])
+        assert record["metrics"][f"valid/fused/eer@seed_{k}"] == pytest.approx(values[-1])
+    assert record["value"] == pytest.approx(sum(values) / 2)
+    assert record["metrics"]["valid/fused/eer"] == pytest.approx(sum(values) / 2)
+    # the same search dir with another number of seeds: refused, nothing trained
+    assert hp_search(search_args(demo_hdf, tmp_path / "s", 2, "--search-params", "lr")) == 2
+    assert "--trial-seeds 1" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "trials" / "trial_001").exists()
+    assert hp_search(search_args(demo_hdf, tmp_path / "t", 1, "--trial-seeds", "0")) == 2
+    assert "--trial-seeds must be >= 1" in capsys.readouterr().err

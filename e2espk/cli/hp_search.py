@@ -78,6 +78,12 @@ class SearchOptions:
         help="also search the costly backbones (full ecapa_tdnn, resnet; seconds per step on a CPU); by default the space holds the cheap ones",
     )
     search_seed: int = option(0, help="seed of the optimizer")
+    trial_seeds: int = option(
+        1,
+        help="train each trial with this many seeds (--seed, --seed + 1, ...) and tell the "
+        "optimizer their mean: a steadier objective on a small validation set, at that many "
+        "times the cost",
+    )
     threads_per_trial: int | None = option(
         None, help="torch threads in each trial (default: torch's)"
     )
@@ -206,6 +212,8 @@ class TrialExecution:
 def setup_search(
     options: SearchOptions, train_config: TrainConfig, explicit: set[str], trials: TrialExecution
 ) -> SearchSetup:
+    if options.trial_seeds < 1:
+        raise ConfigError(f"--trial-seeds must be >= 1, got {options.trial_seeds}")
     base = config_to_dict(train_config)
     if options.threads_per_trial:
         base["threads"] = (
@@ -241,6 +249,7 @@ def setup_search(
         progress=train_config.progress,
         seed=options.search_seed,
         tasks_per_trial=trials.ranks,
+        trial_seeds=options.trial_seeds,
     )
 
 

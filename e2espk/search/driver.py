@@ -64,6 +64,7 @@ class SearchState:
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     next_trial: int = 0
     version: int = STATE_VERSION
+    trial_seeds: int = 1  # training seeds each trial's value is the mean over
 
     def save(self, path: Path) -> None:
         payload = dataclasses.asdict(self)
@@ -116,6 +117,7 @@ class SearchSetup:
     poll_seconds: float = 2.0
     progress: bool = True
     seed: int = 0
+    trial_seeds: int = 1  # each trial trains this many seeds; its value is their mean
 
 
 def check_optimizer_name(name: str) -> None:
@@ -142,11 +144,15 @@ def load_or_create(setup: SearchSetup) -> SearchState:
     path = setup.search_dir / STATE_FILE
     names = sorted(setup.space.value)
     if not path.exists():
-        return SearchState(names, setup.objective)
+        return SearchState(names, setup.objective, trial_seeds=setup.trial_seeds)
     state = SearchState.load(path)
     if state.space_names != names or state.objective != setup.objective:
         raise ConfigError(
             f"{path} holds a search over {state.space_names} for {state.objective}; this command searches {names} for {setup.objective}. Use another --search-dir"
+        )
+    if state.trial_seeds != setup.trial_seeds:
+        raise ConfigError(
+            f"{path} holds a search whose trials average {state.trial_seeds} seed(s); this command asks for --trial-seeds {setup.trial_seeds}. Use the same value, or another --search-dir"
         )
     LOG.info(
         "resuming search in %s: %d trials done, %d in flight",
@@ -279,7 +285,7 @@ def submit(
         | {"checkpoint_path": str(setup.search_dir / "trials" / f"trial_{trial:03d}")}
     )
     state.events.append(["ask", trial, hyperparameters])
-    job = setup.executor.submit(runner, config, setup.objective)
+    job = setup.executor.submit(runner, config, setup.objective, setup.trial_seeds)
     state.pending[trial] = Pending(trial, hyperparameters, config, str(job.job_id), time.time())
     candidates[trial] = candidate
     return job
@@ -306,7 +312,7 @@ def follow_pending(setup: SearchSetup, state: SearchState, runner: TrialRunner) 
             setup.cluster, setup.search_dir / "jobs", pending.job_id, setup.tasks_per_trial
         )
         if job is None:
-            job = setup.executor.submit(runner, pending.config, setup.objective)
+            job = setup.executor.submit(runner, pending.config, setup.objective, setup.trial_seeds)
             pending.job_id = str(job.job_id)
         jobs[trial] = job
     state.save(setup.search_dir / STATE_FILE)

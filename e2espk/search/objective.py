@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import submitit
 
 from e2espk.cluster.ranks import join_job_ranks
@@ -66,30 +68,72 @@ class TrialRunner(submitit.helpers.Checkpointable):
     def __init__(self) -> None:
         self.restarts = -1
 
-    def __call__(self, config: dict[str, Any], objective: str) -> TrialOutcome | None:
+    def __call__(
+        self, config: dict[str, Any], objective: str, seeds: int = 1
+    ) -> TrialOutcome | None:
+        """Train ``config`` (with ``seeds`` > 1: once per seed, in ``RUN/seed_K``) and report
+        the exported checkpoint's validation ``objective`` (the mean over the seeds)."""
         from e2espk.training.trainer import train
 
         rank = join_job_ranks()
         self.restarts += 1
         started_at = time.time()
         started = time.perf_counter()
-        train_config = TrainConfig.from_flat(
-            {**config, "resume": True, "select_metric": objective, "progress": False}
-        )
-        result = train(train_config)
+        outcomes = []
+        for config_k in seed_configs(config, seeds):
+            train_config = TrainConfig.from_flat(
+                {**config_k, "resume": True, "select_metric": objective, "progress": False}
+            )
+            result = train(train_config)  # a seed finished before a requeue resumes as done
+            if rank.rank == 0:
+                outcomes.append(
+                    (
+                        *exported_metrics(
+                            result.history,
+                            result.exported,
+                            objective,
+                            train_config.final_checkpoint,
+                        ),
+                        len(result.history),
+                    )
+                )
         if rank.rank > 0:
             return None  # rank 0 speaks for the trial
-        value, metrics, epoch = exported_metrics(
-            result.history, result.exported, objective, train_config.final_checkpoint
-        )
+        values = [value for value, _, _, _ in outcomes]
+        metrics = mean_metrics([metrics for _, metrics, _, _ in outcomes])
+        if seeds > 1:
+            metrics |= {f"{objective_key(objective)}@seed_{k}": v for k, v in enumerate(values)}
+        epochs = {epoch for _, _, epoch, _ in outcomes}
         return TrialOutcome(
-            value=value,
+            value=float(np.mean(values)),
             metrics=metrics,
-            best_epoch=epoch,
-            epochs_run=len(result.history),
-            run_dir=str(result.run_dir),
+            best_epoch=epochs.pop() if len(epochs) == 1 else None,
+            epochs_run=max(run for _, _, _, run in outcomes),
+            run_dir=str(config["checkpoint_path"]),
             duration_s=time.perf_counter() - started,
             restarts=self.restarts,
             started_at=started_at,
             finished_at=time.time(),
         )
+
+
+def seed_configs(config: dict[str, Any], seeds: int) -> list[dict[str, Any]]:
+    """The training runs of one trial: the config itself, or with ``seeds`` > 1 one run per
+    seed (``seed``, ``seed + 1``, ...) in ``checkpoint_path/seed_K``."""
+    if seeds == 1:
+        return [config]
+    base_seed = int(config.get("seed", 0))
+    return [
+        config
+        | {
+            "seed": base_seed + k,
+            "checkpoint_path": str(Path(config["checkpoint_path"]) / f"seed_{k}"),
+        }
+        for k in range(seeds)
+    ]
+
+
+def mean_metrics(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of each validation metric that every seed reported."""
+    keys = set.intersection(*(set(metrics) for metrics in per_seed))
+    return {key: float(np.mean([metrics[key] for metrics in per_seed])) for key in sorted(keys)}
