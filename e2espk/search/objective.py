@@ -84,7 +84,7 @@ class TrialRunner(submitit.helpers.Checkpointable):
             train_config = TrainConfig.from_flat(
                 {**config_k, "resume": True, "select_metric": objective, "progress": False}
             )
-            result = train(train_config)  # a seed finished before a requeue resumes as done
+            result = train(train_config)  # a seed finished before a requeue only re-exports
             if rank.rank == 0:
                 outcomes.append(
                     (
