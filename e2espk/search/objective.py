@@ -79,36 +79,34 @@ class TrialRunner(submitit.helpers.Checkpointable):
         self.restarts += 1
         started_at = time.time()
         started = time.perf_counter()
-        outcomes = []
+        values: list[float] = []
+        per_seed: list[dict[str, float]] = []
+        epochs: set[int | None] = set()
+        epochs_run = 0
         for config_k in seed_configs(config, seeds):
             train_config = TrainConfig.from_flat(
                 {**config_k, "resume": True, "select_metric": objective, "progress": False}
             )
             result = train(train_config)  # a seed finished before a requeue only re-exports
-            if rank.rank == 0:
-                outcomes.append(
-                    (
-                        *exported_metrics(
-                            result.history,
-                            result.exported,
-                            objective,
-                            train_config.final_checkpoint,
-                        ),
-                        len(result.history),
-                    )
-                )
+            if rank.rank > 0:
+                continue  # rank 0 speaks for the trial
+            value, metrics, epoch = exported_metrics(
+                result.history, result.exported, objective, train_config.final_checkpoint
+            )
+            values.append(value)
+            per_seed.append(metrics)
+            epochs.add(epoch)
+            epochs_run = max(epochs_run, len(result.history))
         if rank.rank > 0:
-            return None  # rank 0 speaks for the trial
-        values = [value for value, _, _, _ in outcomes]
-        metrics = mean_metrics([metrics for _, metrics, _, _ in outcomes])
+            return None
+        mean = mean_metrics(per_seed)
         if seeds > 1:
-            metrics |= {f"{objective_key(objective)}@seed_{k}": v for k, v in enumerate(values)}
-        epochs = {epoch for _, _, epoch, _ in outcomes}
+            mean |= {f"{objective_key(objective)}@seed_{k}": v for k, v in enumerate(values)}
         return TrialOutcome(
             value=float(np.mean(values)),
-            metrics=metrics,
+            metrics=mean,
             best_epoch=epochs.pop() if len(epochs) == 1 else None,
-            epochs_run=max(run for _, _, _, run in outcomes),
+            epochs_run=epochs_run,
             run_dir=str(config["checkpoint_path"]),
             duration_s=time.perf_counter() - started,
             restarts=self.restarts,
